@@ -1,0 +1,160 @@
+//! The subcommands behind `main`: each returns the process exit code.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Settings;
+use crate::store::Db;
+use crate::webhook::sample::{self, SampleType};
+use crate::Application;
+
+/// Exit code for configuration errors (sysexits EX_CONFIG).
+pub const EX_CONFIG: i32 = 78;
+/// Exit code for an unreachable dependency (sysexits EX_UNAVAILABLE).
+pub const EX_UNAVAILABLE: i32 = 69;
+
+/// `clerk-sync serve`: migrate, then serve until SIGTERM / ctrl-c.
+pub async fn serve(settings: Settings) -> i32 {
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => return fail(&e.to_string(), e.exit_code()),
+    };
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => fail(&e.to_string(), e.exit_code()),
+    }
+}
+
+/// `clerk-sync migrate`: apply pending migrations and exit.
+pub async fn migrate(settings: Settings) -> i32 {
+    let db = match Db::connect(&settings.database).await {
+        Ok(db) => db,
+        Err(e) => return fail(&format!("database.url (DATABASE_URL): {e}"), EX_UNAVAILABLE),
+    };
+    let code = match db.migrate().await {
+        Ok(()) => {
+            println!("migrations applied ({})", settings.database.backend());
+            0
+        }
+        Err(crate::store::StoreError::Adopt(msg)) => fail(&msg, EX_CONFIG),
+        Err(e) => fail(&format!("migrations failed: {e}"), 70),
+    };
+    db.close().await;
+    code
+}
+
+/// `clerk-sync check-config`: print the effective configuration (secrets redacted) and check the database.
+pub async fn check_config(settings: Settings) -> i32 {
+    match toml::to_string_pretty(&settings) {
+        Ok(text) => println!("{text}"),
+        Err(e) => return fail(&format!("cannot print the configuration: {e}"), 70),
+    }
+    if settings.clerk.webhook_signing_secret.is_set() {
+        println!("webhook signing secret: decodes");
+    } else {
+        println!("webhook signing secret: not set (webhooks will be answered with 503)");
+    }
+    let db = match Db::connect(&settings.database).await {
+        Ok(db) => db,
+        Err(e) => return fail(&format!("database.url (DATABASE_URL): {e}"), EX_UNAVAILABLE),
+    };
+    let ready = crate::store::Store::check_ready(&db).await;
+    db.close().await;
+    match ready {
+        Ok(()) => println!(
+            "database: reachable ({}), migrations applied",
+            settings.database.backend()
+        ),
+        Err(e) => println!(
+            "database: reachable ({}), {e}; `clerk-sync migrate` or `clerk-sync serve` applies them",
+            settings.database.backend()
+        ),
+    }
+    0
+}
+
+/// `clerk-sync send-test-event`: sign a realistic Clerk event with the configured secret and POST it.
+pub async fn send_test_event(
+    settings: Settings,
+    kind: SampleType,
+    user_id: Option<String>,
+    url: Option<String>,
+) -> i32 {
+    let secret = &settings.clerk.webhook_signing_secret;
+    if !secret.is_set() {
+        return fail(
+            "clerk.webhook_signing_secret (CLERK_WEBHOOK_SIGNING_SECRET): not set; send-test-event signs with it",
+            EX_CONFIG,
+        );
+    }
+    let webhook = match svix::webhooks::Webhook::new(secret.expose()) {
+        Ok(w) => w,
+        Err(e) => return fail(&format!("clerk.webhook_signing_secret: {e}"), EX_CONFIG),
+    };
+    let user_id = user_id.unwrap_or_else(sample::user_id);
+    let body = sample::event(kind, &user_id).to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default() as i64;
+    let msg_id = format!("msg_test_{}_{}", now, std::process::id());
+    let signature = match webhook.sign(&msg_id, now, body.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot sign: {e}"), 70),
+    };
+    let url = url.unwrap_or_else(|| format!("http://{}/webhooks/clerk", settings.server.listen));
+    println!("POST {url}\n{} for {user_id} (svix-id {msg_id})", kind.as_str());
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("svix-id", &msg_id)
+        .header("svix-timestamp", now.to_string())
+        .header("svix-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    match response {
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            println!("{} {}", status.as_u16(), text);
+            if status.is_success() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => fail(
+            &format!("could not reach {url}: {e} (is `clerk-sync serve` running?)"),
+            EX_UNAVAILABLE,
+        ),
+    }
+}
+
+fn fail(message: &str, code: i32) -> i32 {
+    eprintln!("clerk-sync: {message}");
+    code
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,241 @@
+//! Layering and validation of [`Settings`].
+
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::{DeleteMode, Settings};
+
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// Environment names that predate (or are shared with) the `CLERK_SYNC_<SECTION>__<KEY>` scheme.
+/// Later entries win, so Clerk's current name beats the older `CLERK_WEBHOOK_SECRET`.
+const NAMED_ENV: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "database", "url"),
+    ("CLERK_WEBHOOK_SECRET", "clerk", "webhook_signing_secret"),
+    ("CLERK_WEBHOOK_SIGNING_SECRET", "clerk", "webhook_signing_secret"),
+    ("CLERK_SECRET_KEY", "clerk", "secret_key"),
+    ("CLERK_API_URL", "clerk", "api_url"),
+    ("CLERK_SYNC_LISTEN", "server", "listen"),
+    ("CLERK_SYNC_METRICS_LISTEN", "server", "metrics_listen"),
+    ("CLERK_SYNC_API_TOKENS", "api", "tokens"),
+];
+
+/// Invalid configuration: the key (and its environment name) and what is wrong. Exit code 78.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("config file {path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+impl ConfigError {
+    /// An invalid key, named with its environment variable so the operator knows where to fix it.
+    pub fn invalid(section: &str, key: &str, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key_label(section, key),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// `database.url (DATABASE_URL)` or `actors.idle_timeout_ms (CLERK_SYNC_ACTORS__IDLE_TIMEOUT_MS)`.
+fn key_label(section: &str, key: &str) -> String {
+    let env = NAMED_ENV
+        .iter()
+        .rev()
+        .find(|(_, s, k)| *s == section && *k == key)
+        .map(|(e, _, _)| e.to_string())
+        .unwrap_or_else(|| generic_env(section, key));
+    format!("{section}.{key} ({env})")
+}
+
+fn generic_env(section: &str, key: &str) -> String {
+    format!("CLERK_SYNC_{}__{}", section.to_uppercase(), key.to_uppercase())
+}
+
+impl Settings {
+    /// Loads the layers and validates the result. `env` looks up environment variables (tests pass a map).
+    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut table: Table = DEFAULTS.parse().map_err(|e| ConfigError::File {
+            path: "config/default.toml (built in)".into(),
+            problem: format!("{e}"),
+        })?;
+        if let Some(path) = file {
+            let file_err = |problem: String| ConfigError::File {
+                path: path.display().to_string(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+            let overlay: Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
+            merge(&mut table, overlay);
+        }
+        apply_env(&mut table, env)?;
+        let settings: Settings = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let (section, key) = path.split_once('.').unwrap_or((path.as_str(), ""));
+            ConfigError::invalid(section, key, e.inner().message().to_string())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let scheme = self.database.url.scheme();
+        if !matches!(scheme, "postgres" | "postgresql" | "sqlite") {
+            return Err(ConfigError::invalid(
+                "database",
+                "url",
+                format!("unknown backend {scheme:?}: use postgres://… or sqlite://…"),
+            ));
+        }
+        if url::Url::parse(self.database.url.expose()).is_err() && !self.database.url.expose().starts_with("sqlite:") {
+            return Err(ConfigError::invalid("database", "url", "not a valid URL"));
+        }
+        let secret = &self.clerk.webhook_signing_secret;
+        if secret.is_set() {
+            if let Err(e) = svix::webhooks::Webhook::new(secret.expose()) {
+                return Err(ConfigError::invalid(
+                    "clerk",
+                    "webhook_signing_secret",
+                    format!("does not decode ({e}): expected whsec_ followed by base64, as shown in Clerk's dashboard"),
+                ));
+            }
+        }
+        if !matches!(self.clerk.api_url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid("clerk", "api_url", "must be an http(s) URL"));
+        }
+        if self.webhooks.delivery_retention_hours < 48 {
+            return Err(ConfigError::invalid(
+                "webhooks",
+                "delivery_retention_hours",
+                "must be at least 48: Svix retries a delivery for about 27 hours",
+            ));
+        }
+        let positive = [
+            ("database", "max_connections", self.database.max_connections as u64),
+            ("actors", "idle_timeout_ms", self.actors.idle_timeout_ms),
+            ("writer", "max_batch", self.writer.max_batch as u64),
+            ("webhooks", "prune_interval_secs", self.webhooks.prune_interval_secs),
+        ];
+        if let Some((section, key, _)) = positive.iter().find(|(_, _, v)| *v == 0) {
+            return Err(ConfigError::invalid(section, key, "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    pub fn hard_delete(&self) -> bool {
+        self.webhooks.delete_mode == DeleteMode::Hard
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut Table, overlay: Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies `CLERK_SYNC_<SECTION>__<KEY>` for every known key, then the named variables.
+fn apply_env(table: &mut Table, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let keys: Vec<(String, String)> = table
+        .iter()
+        .filter_map(|(s, v)| v.as_table().map(|t| (s, t)))
+        .flat_map(|(s, t)| t.keys().map(move |k| (s.clone(), k.clone())))
+        .collect();
+    let named = NAMED_ENV
+        .iter()
+        .map(|(e, s, k)| (e.to_string(), s.to_string(), k.to_string()));
+    let generic = keys.into_iter().map(|(s, k)| (generic_env(&s, &k), s, k));
+    for (name, section, key) in generic.chain(named) {
+        let Some(raw) = env(&name).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let Some(Value::Table(sect)) = table.get_mut(&section) else {
+            continue;
+        };
+        let value = typed(sect.get(&key), &raw).map_err(|problem| ConfigError::invalid(&section, &key, problem))?;
+        sect.insert(key, value);
+    }
+    Ok(())
+}
+
+/// Reads an environment string as the type of the key's default.
+fn typed(default: Option<&Value>, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim();
+    match default {
+        Some(Value::Integer(_)) => raw
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("{raw:?} is not a whole number")),
+        Some(Value::Boolean(_)) => raw
+            .parse::<bool>()
+            .map(Value::Boolean)
+            .map_err(|_| format!("{raw:?} is not true or false")),
+        Some(Value::Array(_)) => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        )),
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load(None, &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = load(&[]).expect("defaults are valid");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.database.url.expose(), "sqlite://clerk-sync.db");
+        assert!(!s.clerk.webhook_signing_secret.is_set());
+    }
+
+    #[test]
+    fn env_layers_override() {
+        let s = load(&[
+            ("CLERK_SYNC_ACTORS__IDLE_TIMEOUT_MS", "1500"),
+            ("CLERK_SYNC_API_TOKENS", "a, b"),
+            ("CLERK_WEBHOOK_SECRET", "whsec_b2xk"),
+            ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_bmV3"),
+        ])
+        .expect("valid");
+        assert_eq!(s.actors.idle_timeout_ms, 1500);
+        assert_eq!(s.api.tokens.len(), 2);
+        assert_eq!(s.clerk.webhook_signing_secret.expose(), "whsec_bmV3");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_variable() {
+        let e = load(&[("CLERK_SYNC_LISTEN", "not an address")]).expect_err("invalid");
+        assert!(e.to_string().starts_with("server.listen (CLERK_SYNC_LISTEN):"), "{e}");
+        let e = load(&[("DATABASE_URL", "mysql://x")]).expect_err("invalid");
+        assert!(e.to_string().contains("database.url (DATABASE_URL)"), "{e}");
+        let e = load(&[("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_!!!")]).expect_err("invalid");
+        assert!(e.to_string().contains("CLERK_WEBHOOK_SIGNING_SECRET"), "{e}");
+        assert!(!e.to_string().contains("!!!"), "{e}");
+        let e = load(&[("CLERK_SYNC_WEBHOOKS__DELIVERY_RETENTION_HOURS", "24")]).expect_err("invalid");
+        assert!(e.to_string().contains("at least 48"), "{e}");
+        let e = load(&[("CLERK_SYNC_WEBHOOKS__DELETE_MODE", "maybe")]).expect_err("invalid");
+        assert!(e.to_string().contains("webhooks.delete_mode"), "{e}");
+    }
+}

@@ -1,0 +1,192 @@
+//! Typed settings: built-in `config/default.toml` < optional `--config` file < environment.
+//!
+//! Secrets are wrapped in [`Secret`], whose `Debug` and `Serialize` never show the value, so neither logs nor
+//! `check-config` can leak them.
+
+mod load;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+pub use load::ConfigError;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub clerk: ClerkSettings,
+    pub webhooks: WebhookSettings,
+    pub actors: ActorSettings,
+    pub writer: WriterSettings,
+    pub api: ApiSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub shutdown_timeout_ms: u64,
+    pub retry_after_secs: u64,
+}
+
+impl ServerSettings {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub busy_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn is_postgres(&self) -> bool {
+        self.url.scheme() == "postgres" || self.url.scheme() == "postgresql"
+    }
+
+    /// `postgres` or `sqlite`, for messages.
+    pub fn backend(&self) -> &'static str {
+        if self.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClerkSettings {
+    pub webhook_signing_secret: Secret,
+    pub secret_key: Secret,
+    pub api_url: url::Url,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    Soft,
+    Hard,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub delete_mode: DeleteMode,
+    pub delivery_retention_hours: u64,
+    pub prune_interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub idle_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterSettings {
+    pub max_batch: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub tokens: Vec<Secret>,
+}
+
+/// A secret value: shown as `[redacted]` (or `""` when unset) everywhere but [`Secret::expose`].
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() { "[redacted]" } else { "[unset]" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_set() { "[redacted]" } else { "" })
+    }
+}
+
+/// A database URL, which may carry a password: displayed and serialized with the password redacted.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(value: impl Into<String>) -> Self {
+        DatabaseUrl(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.0.split_once(':').map(|(s, _)| s).unwrap_or_default()
+    }
+
+    fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("[redacted]"));
+                u.to_string()
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("whsec_c2VjcmV0");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        let url = DatabaseUrl::new("postgres://app:hunter2@db.example.com:5432/postgres");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(format!("{url:?}").contains("db.example.com"));
+    }
+}

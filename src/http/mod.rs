@@ -1,0 +1,43 @@
+//! The main listener: webhooks and health checks.
+
+mod error;
+mod health;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::actors::Actors;
+use crate::store::writer::Writer;
+use crate::store::Db;
+use crate::webhook::Verifier;
+
+/// Largest webhook body accepted; Clerk's user events are a few KiB.
+pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Arc<Db>,
+    pub writer: Writer,
+    pub actors: Actors,
+    /// `None` when no signing secret is configured: webhooks then answer 503.
+    pub verifier: Option<Arc<Verifier>>,
+    pub retry_after_secs: u64,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route(
+            "/webhooks/clerk",
+            post(webhooks::clerk).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .with_state(state)
+}

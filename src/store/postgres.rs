@@ -1,0 +1,181 @@
+//! The Postgres backend (production; usually Supabase).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use super::{apply_all, Change, Delivery, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData};
+use crate::config::DatabaseSettings;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(settings.url.expose()).map_err(StoreError::Unavailable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(PgStore { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            // The adoption step raises an exception whose message is meant for the operator as it is.
+            sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("P0001") =>
+            {
+                StoreError::Adopt(db.message().to_string())
+            }
+            other => StoreError::Migrate(other),
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Store for PgStore {
+    async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcomes = apply_all(&mut PgTx(&mut tx), batch).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let applied: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await;
+        super::readiness(applied, MIGRATOR.iter().count())
+    }
+
+    async fn prune_deliveries(&self, age: Duration) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM clerk_sync_deliveries WHERE received_at < now() - make_interval(secs => $1)")
+                .bind(age.as_secs_f64())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+struct PgTx<'a>(&'a mut PgConnection);
+
+const UPSERT: &str = "\
+INSERT INTO users AS u (clerk_id, email, first_name, last_name, name, username, image_url,
+                        created_via, updated_via, clerk_updated_at, created_at, updated_at)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, $9, now(), now()
+WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = $1)
+ON CONFLICT (clerk_id) DO UPDATE SET
+    email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
+    name = EXCLUDED.name, username = EXCLUDED.username, image_url = EXCLUDED.image_url,
+    updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
+WHERE u.deleted_at IS NULL AND (u.clerk_updated_at IS NULL OR u.clerk_updated_at < EXCLUDED.clerk_updated_at)
+RETURNING (xmax = 0)";
+
+impl SqlTx for PgTx<'_> {
+    async fn insert_delivery(&mut self, d: &Delivery, outcome: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (svix_id) DO NOTHING",
+        )
+        .bind(&d.svix_id)
+        .bind(&d.event_type)
+        .bind(&d.clerk_id)
+        .bind(outcome)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delivery_outcome(&mut self, svix_id: &str) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("SELECT outcome FROM clerk_sync_deliveries WHERE svix_id = $1")
+            .bind(svix_id)
+            .fetch_one(&mut *self.0)
+            .await
+    }
+
+    async fn set_delivery_outcome(&mut self, svix_id: &str, outcome: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE clerk_sync_deliveries SET outcome = $2 WHERE svix_id = $1")
+            .bind(svix_id)
+            .bind(outcome)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn upsert_user(&mut self, user: &UserData, via: Source) -> Result<Upserted, sqlx::Error> {
+        let created: Option<bool> = sqlx::query_scalar(UPSERT)
+            .bind(&user.clerk_id)
+            .bind(&user.email)
+            .bind(&user.first_name)
+            .bind(&user.last_name)
+            .bind(user.name())
+            .bind(&user.username)
+            .bind(&user.image_url)
+            .bind(via.as_str())
+            .bind(user.clerk_updated_at)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(match created {
+            Some(true) => Upserted::Created,
+            Some(false) => Upserted::Updated,
+            None => Upserted::NotApplied,
+        })
+    }
+
+    async fn is_tombstoned(&mut self, clerk_id: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clerk_sync_tombstones WHERE clerk_id = $1)")
+            .bind(clerk_id)
+            .fetch_one(&mut *self.0)
+            .await
+    }
+
+    async fn insert_tombstone(&mut self, clerk_id: &str, deleted_at_ms: i64) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) VALUES ($1, $2) ON CONFLICT (clerk_id) DO NOTHING",
+        )
+        .bind(clerk_id)
+        .bind(deleted_at_ms)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(
+        &mut self,
+        clerk_id: &str,
+        deleted_at_ms: i64,
+        via: Source,
+        hard: bool,
+    ) -> Result<(), sqlx::Error> {
+        let query = if hard {
+            sqlx::query("DELETE FROM users WHERE clerk_id = $1").bind(clerk_id)
+        } else {
+            sqlx::query(
+                "UPDATE users SET deleted_at = to_timestamp($2::double precision / 1000), updated_via = $3, \
+                 updated_at = now() WHERE clerk_id = $1 AND deleted_at IS NULL",
+            )
+            .bind(clerk_id)
+            .bind(deleted_at_ms)
+            .bind(via.as_str())
+        };
+        query.execute(&mut *self.0).await?;
+        Ok(())
+    }
+}

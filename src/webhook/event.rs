@@ -1,0 +1,185 @@
+//! Parsing a verified body into a Clerk event.
+
+use serde::Deserialize;
+
+use super::VerifiedBody;
+use crate::clerk::{is_user_id, ClerkUser};
+use crate::store::{Change, Delivery, RecordOnly, Source, UserData};
+
+/// A Clerk event that arrived with a valid signature. Constructed only by [`VerifiedBody::parse`].
+#[derive(Debug)]
+pub struct VerifiedEvent {
+    svix_id: String,
+    event_type: String,
+    kind: EventKind,
+}
+
+/// What an event asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// `user.created` / `user.updated`.
+    Upsert(UserData),
+    /// `user.deleted`, ordered by the envelope timestamp (ms).
+    Delete { clerk_id: String, deleted_at_ms: i64 },
+    /// Any other type: recorded as ignored. `clerk_id` when the payload names a user.
+    Other { clerk_id: Option<String> },
+}
+
+/// A verified body that is not a well-formed Clerk event.
+#[derive(Debug)]
+pub struct InvalidEvent {
+    pub svix_id: String,
+    /// The `type` field when it could be read, else `unknown`.
+    pub event_type: String,
+    pub reason: String,
+}
+
+impl InvalidEvent {
+    pub fn into_change(self) -> Change {
+        Change::Record {
+            delivery: Delivery {
+                svix_id: self.svix_id,
+                event_type: self.event_type,
+                clerk_id: None,
+            },
+            outcome: RecordOnly::InvalidPayload,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: serde_json::Map<String, serde_json::Value>,
+    /// Milliseconds per Clerk's docs; some examples show seconds.
+    timestamp: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Deleted {
+    id: String,
+}
+
+/// Envelope timestamps under 10^12 are seconds (10^12 ms is 2001; 10^12 s is far in the future).
+fn to_millis(ts: i64) -> i64 {
+    if ts < 1_000_000_000_000 {
+        ts.saturating_mul(1000)
+    } else {
+        ts
+    }
+}
+
+impl VerifiedBody {
+    pub fn parse(self) -> Result<VerifiedEvent, InvalidEvent> {
+        let svix_id = self.svix_id().to_owned();
+        let invalid = |event_type: &str, reason: String| InvalidEvent {
+            svix_id: svix_id.clone(),
+            event_type: event_type.to_owned(),
+            reason,
+        };
+        let envelope: Envelope =
+            serde_json::from_slice(self.body()).map_err(|e| invalid("unknown", format!("not a Clerk event: {e}")))?;
+        let data = serde_json::Value::Object(envelope.data);
+        let kind = match envelope.event_type.as_str() {
+            "user.created" | "user.updated" => {
+                let user: ClerkUser = serde_json::from_value(data)
+                    .map_err(|e| invalid(&envelope.event_type, format!("bad user object: {e}")))?;
+                EventKind::Upsert(user.into_user_data())
+            }
+            "user.deleted" => {
+                let deleted: Deleted = serde_json::from_value(data)
+                    .map_err(|e| invalid(&envelope.event_type, format!("bad deleted object: {e}")))?;
+                let ts = envelope.timestamp.unwrap_or(self.timestamp_secs());
+                EventKind::Delete {
+                    clerk_id: deleted.id,
+                    deleted_at_ms: to_millis(ts),
+                }
+            }
+            _ => EventKind::Other {
+                clerk_id: ["user_id", "id"]
+                    .iter()
+                    .filter_map(|k| data.get(*k).and_then(|v| v.as_str()))
+                    .find(|id| is_user_id(id))
+                    .map(str::to_owned),
+            },
+        };
+        if let EventKind::Upsert(UserData { clerk_id, .. }) | EventKind::Delete { clerk_id, .. } = &kind {
+            if !is_user_id(clerk_id) {
+                return Err(invalid(
+                    &envelope.event_type,
+                    format!("{clerk_id:?} is not a Clerk user id"),
+                ));
+            }
+        }
+        Ok(VerifiedEvent {
+            svix_id,
+            event_type: envelope.event_type,
+            kind,
+        })
+    }
+}
+
+impl VerifiedEvent {
+    pub fn svix_id(&self) -> &str {
+        &self.svix_id
+    }
+
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    pub fn kind(&self) -> &EventKind {
+        &self.kind
+    }
+
+    /// The user this event is about, if any; it picks the actor.
+    pub fn clerk_id(&self) -> Option<&str> {
+        match &self.kind {
+            EventKind::Upsert(u) => Some(&u.clerk_id),
+            EventKind::Delete { clerk_id, .. } => Some(clerk_id),
+            EventKind::Other { clerk_id } => clerk_id.as_deref(),
+        }
+    }
+
+    /// The change to commit for this event.
+    pub fn into_change(self, hard_delete: bool) -> Change {
+        let delivery = Delivery {
+            clerk_id: self.clerk_id().map(str::to_owned),
+            svix_id: self.svix_id,
+            event_type: self.event_type,
+        };
+        match self.kind {
+            EventKind::Upsert(user) => Change::Upsert {
+                user,
+                via: Source::Webhook,
+                delivery: Some(delivery),
+            },
+            EventKind::Delete {
+                clerk_id,
+                deleted_at_ms,
+            } => Change::Delete {
+                clerk_id,
+                deleted_at_ms,
+                via: Source::Webhook,
+                hard: hard_delete,
+                delivery: Some(delivery),
+            },
+            EventKind::Other { .. } => Change::Record {
+                delivery,
+                outcome: RecordOnly::Ignored,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_timestamps_in_seconds_or_millis() {
+        assert_eq!(to_millis(1_700_000_000), 1_700_000_000_000);
+        assert_eq!(to_millis(1_700_000_000_123), 1_700_000_000_123);
+    }
+}
