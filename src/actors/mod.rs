@@ -74,3 +74,6 @@ impl Actors {
         self.supervisor.drain_and_wait(Some(timeout)).await.is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests;

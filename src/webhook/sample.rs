@@ -38,19 +38,16 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// A fresh-looking Clerk user id: `user_` and 27 letters and digits derived from the clock.
+/// A fresh Clerk-style user id: `user_` and 27 letters and digits (random per call).
 pub fn user_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default()
-        .wrapping_mul(6364136223846793005);
+    // Each RandomState is seeded from the OS; no random-number crate needed for a sample id.
     let tail: String = (0..27)
-        .map(|_| {
-            let c = ALPHABET[(n % 62) as usize] as char;
-            n = n / 62 + 0x9E37_79B9_7F4A_7C15;
-            c
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            ALPHABET[(h.finish() % 62) as usize] as char
         })
         .collect();
     format!("user_{tail}")

@@ -14,7 +14,38 @@ use crate::config::DatabaseSettings;
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// ISO-8601 UTC with milliseconds, the format of every timestamp column in the SQLite schema.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
+
+const UPSERT: &str = concat!(
+    "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url,
+                        created_via, updated_via, clerk_updated_at, created_at, updated_at)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ",
+    now!(),
+    ", ",
+    now!(),
+    "
+     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = ?1)
+     ON CONFLICT (clerk_id) DO UPDATE SET
+         email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
+         name = excluded.name, username = excluded.username, image_url = excluded.image_url,
+         updated_via = excluded.updated_via, clerk_updated_at = excluded.clerk_updated_at, updated_at = ",
+    now!(),
+    "
+     WHERE users.deleted_at IS NULL
+       AND (users.clerk_updated_at IS NULL OR users.clerk_updated_at < excluded.clerk_updated_at)
+     RETURNING clerk_id"
+);
+
+const SOFT_DELETE: &str = concat!(
+    "UPDATE users SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), updated_via = ?3, ",
+    "updated_at = ",
+    now!(),
+    " WHERE clerk_id = ?1 AND deleted_at IS NULL"
+);
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -121,21 +152,7 @@ impl SqlTx for SqliteTx<'_> {
             .bind(&user.clerk_id)
             .fetch_one(&mut *self.0)
             .await?;
-        let sql = format!(
-            "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url,
-                                created_via, updated_via, clerk_updated_at, created_at, updated_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, {NOW}, {NOW}
-             WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = ?1)
-             ON CONFLICT (clerk_id) DO UPDATE SET
-                 email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
-                 name = excluded.name, username = excluded.username, image_url = excluded.image_url,
-                 updated_via = excluded.updated_via, clerk_updated_at = excluded.clerk_updated_at,
-                 updated_at = {NOW}
-             WHERE users.deleted_at IS NULL
-               AND (users.clerk_updated_at IS NULL OR users.clerk_updated_at < excluded.clerk_updated_at)
-             RETURNING clerk_id"
-        );
-        let written: Option<String> = sqlx::query_scalar(&sql)
+        let written: Option<String> = sqlx::query_scalar(UPSERT)
             .bind(&user.clerk_id)
             .bind(&user.email)
             .bind(&user.first_name)
@@ -179,18 +196,14 @@ impl SqlTx for SqliteTx<'_> {
         via: Source,
         hard: bool,
     ) -> Result<(), sqlx::Error> {
-        let sql = if hard {
-            "DELETE FROM users WHERE clerk_id = ?1".to_string()
+        let query = if hard {
+            sqlx::query("DELETE FROM users WHERE clerk_id = ?1").bind(clerk_id)
         } else {
-            format!(
-                "UPDATE users SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), \
-                 updated_via = ?3, updated_at = {NOW} WHERE clerk_id = ?1 AND deleted_at IS NULL"
-            )
+            sqlx::query(SOFT_DELETE)
+                .bind(clerk_id)
+                .bind(deleted_at_ms)
+                .bind(via.as_str())
         };
-        let mut query = sqlx::query(&sql).bind(clerk_id);
-        if !hard {
-            query = query.bind(deleted_at_ms).bind(via.as_str());
-        }
         query.execute(&mut *self.0).await?;
         Ok(())
     }
