@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::actors::{Actors, UserArgs};
+use crate::cache::UserCache;
+use crate::clerk::{ClerkClient, JwtVerifier};
 use crate::config::Settings;
 use crate::http::{router, AppState};
 use crate::store::writer::Writer;
@@ -32,6 +34,8 @@ pub enum StartError {
     Migrate(StoreError),
     #[error("clerk.webhook_signing_secret (CLERK_WEBHOOK_SIGNING_SECRET): {0}")]
     Secret(String),
+    #[error("clerk: {0}")]
+    Clerk(String),
     #[error("actor system: {0}")]
     Actors(String),
     #[error("server: {0}")]
@@ -91,9 +95,18 @@ impl Application {
             other => StartError::Migrate(other),
         })?;
 
+        let clerk = ClerkClient::new(&settings.clerk).map_err(|e| StartError::Clerk(e.to_string()))?;
+        if !settings.clerk.secret_key.is_set() {
+            tracing::warn!("CLERK_SECRET_KEY is not set: users missing from the database cannot be fetched from Clerk");
+        }
+        let jwt = JwtVerifier::new(&settings.clerk, clerk.clone()).map_err(|e| StartError::Clerk(e.to_string()))?;
+        let cache = UserCache::new(&settings.cache);
         let (writer, writer_task) = Writer::spawn(db.clone(), settings.writer.max_batch);
         let (actors, supervisor_task) = Actors::start(UserArgs {
+            db: db.clone(),
             writer: writer.clone(),
+            cache: cache.clone(),
+            clerk,
             idle_timeout: Duration::from_millis(settings.actors.idle_timeout_ms),
             hard_delete: settings.hard_delete(),
         })
@@ -105,6 +118,9 @@ impl Application {
             writer,
             actors,
             verifier,
+            cache,
+            jwt: Arc::new(jwt),
+            api_tokens: Arc::new(settings.api.tokens.clone()),
             retry_after_secs: settings.server.retry_after_secs,
         };
         Ok(Application {

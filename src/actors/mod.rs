@@ -1,26 +1,35 @@
 //! One actor per Clerk user id: every write for a user goes through its actor, so two deliveries for the same
 //! user never race while different users proceed in parallel. The [`Actors`] handle is what HTTP handlers use.
 
+mod fallback;
 mod supervisor;
 mod user;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+pub use fallback::{FallbackError, FetchMode, Fetched};
 pub use supervisor::{Supervisor, SupervisorMsg};
 pub use user::UserMsg;
 
+use crate::cache::UserCache;
+use crate::clerk::ClerkClient;
 use crate::store::writer::{WriteError, Writer};
-use crate::store::Outcome;
+use crate::store::{Db, Outcome};
 use crate::webhook::VerifiedEvent;
 
 /// What every user actor needs, handed over by the supervisor when it spawns one.
 #[derive(Clone, Debug)]
 pub struct UserArgs {
+    pub db: Arc<Db>,
     pub writer: Writer,
+    pub cache: UserCache,
+    /// Without `CLERK_SECRET_KEY` its calls fail with `NotConfigured`: the fallback then answers 503.
+    pub clerk: Arc<ClerkClient>,
     pub idle_timeout: Duration,
     pub hard_delete: bool,
 }
@@ -58,6 +67,24 @@ impl Actors {
             // The supervisor or the actor stopped (shutdown, or a crash already logged): the change was not
             // acknowledged, so the sender will retry.
             Ok(_) | Err(_) => Err(WriteError::Unavailable),
+        }
+    }
+
+    /// Runs the fallback path for `clerk_id` in its actor.
+    pub async fn fetch(&self, clerk_id: String, mode: FetchMode) -> Result<Fetched, FallbackError> {
+        let called = self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Dispatch {
+                    clerk_id,
+                    msg: UserMsg::Fetch { mode, reply },
+                },
+                None,
+            )
+            .await;
+        match called {
+            Ok(CallResult::Success(result)) => result,
+            Ok(_) | Err(_) => Err(FallbackError::Store(WriteError::Unavailable)),
         }
     }
 

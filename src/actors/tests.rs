@@ -50,8 +50,16 @@ async fn idle_actors_stop_and_the_supervisor_respawns_them() {
     let db = Arc::new(Db::Sqlite(SqliteStore::connect(&settings).await.expect("connect")));
     db.migrate().await.expect("migrate");
     let (writer, _writer_task) = Writer::spawn(db.clone(), 16);
+    let clerk_settings = crate::config::Settings::load(None, &|_| None).expect("defaults").clerk;
     let (actors, _sup) = Actors::start(UserArgs {
+        db: db.clone(),
         writer,
+        cache: crate::cache::UserCache::new(&crate::config::CacheSettings {
+            capacity: 100,
+            ttl_secs: 60,
+            not_found_ttl_secs: 30,
+        }),
+        clerk: crate::clerk::ClerkClient::new(&clerk_settings).expect("client"),
         idle_timeout: Duration::from_millis(150),
         hard_delete: false,
     })

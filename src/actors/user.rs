@@ -1,11 +1,12 @@
 //! The actor that owns one Clerk user id.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use super::fallback::{self, FallbackError, FetchMode, Fetched};
 use super::{SupervisorMsg, UserArgs};
-use crate::store::writer::{WriteError, Writer};
+use crate::store::writer::WriteError;
 use crate::store::Outcome;
 use crate::webhook::VerifiedEvent;
 
@@ -17,16 +18,19 @@ pub enum UserMsg {
         event: Box<VerifiedEvent>,
         reply: RpcReplyPort<Result<Outcome, WriteError>>,
     },
+    /// Fallback: get-or-create from Clerk, or re-sync from Clerk.
+    Fetch {
+        mode: FetchMode,
+        reply: RpcReplyPort<Result<Fetched, FallbackError>>,
+    },
     /// Timer: stop if nothing happened for the idle timeout.
     IdleCheck,
 }
 
 pub struct UserState {
-    clerk_id: String,
+    pub(super) clerk_id: String,
     supervisor: ActorRef<SupervisorMsg>,
-    writer: Writer,
-    hard_delete: bool,
-    idle_timeout: Duration,
+    pub(super) common: UserArgs,
     last_active: Instant,
     /// Messages handled, compared by the supervisor with the messages it forwarded before it retires us.
     handled: u64,
@@ -49,9 +53,7 @@ impl Actor for UserActor {
         Ok(UserState {
             clerk_id: args.clerk_id,
             supervisor: args.supervisor,
-            writer: args.common.writer,
-            hard_delete: args.common.hard_delete,
-            idle_timeout: args.common.idle_timeout,
+            common: args.common,
             last_active: Instant::now(),
             handled: 0,
         })
@@ -66,24 +68,38 @@ impl Actor for UserActor {
         match msg {
             UserMsg::Webhook { event, reply } => {
                 // The writer answers after commit; only then may the next message for this user start.
-                let outcome = state.writer.submit((*event).into_change(state.hard_delete)).await;
+                let outcome = state
+                    .common
+                    .writer
+                    .submit((*event).into_change(state.common.hard_delete))
+                    .await;
+                if matches!(outcome, Ok(Outcome::Created | Outcome::Updated | Outcome::Deleted)) {
+                    // The next read goes through this actor to the database, after this commit.
+                    state.common.cache.invalidate(&state.clerk_id).await;
+                }
                 // The caller may have gone away (client disconnect); the change is committed either way.
                 let _ = reply.send(outcome);
                 state.handled += 1;
                 state.last_active = Instant::now();
             }
+            UserMsg::Fetch { mode, reply } => {
+                let _ = reply.send(fallback::fetch(state, mode).await);
+                state.handled += 1;
+                state.last_active = Instant::now();
+            }
             UserMsg::IdleCheck => {
                 let idle = state.last_active.elapsed();
-                if idle >= state.idle_timeout {
+                let timeout = state.common.idle_timeout;
+                if idle >= timeout {
                     // The supervisor decides: it may have forwarded a message we have not seen yet.
                     let _ = state.supervisor.send_message(SupervisorMsg::Idle {
                         clerk_id: state.clerk_id.clone(),
                         actor: myself.get_id(),
                         handled: state.handled,
                     });
-                    myself.send_after(state.idle_timeout, || UserMsg::IdleCheck);
+                    myself.send_after(timeout, || UserMsg::IdleCheck);
                 } else {
-                    myself.send_after(state.idle_timeout - idle, || UserMsg::IdleCheck);
+                    myself.send_after(timeout - idle, || UserMsg::IdleCheck);
                 }
             }
         }

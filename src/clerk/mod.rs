@@ -1,5 +1,9 @@
-//! Clerk's data model, as its webhooks and Backend API send it.
+//! Clerk: its data model, its Backend API, and verification of its session tokens.
 
+mod client;
+mod jwt;
 mod user;
 
+pub use client::{ClerkClient, ClerkError};
+pub use jwt::{AuthError, JwtVerifier, SessionClaims};
 pub use user::{is_user_id, ClerkUser, EmailAddress};

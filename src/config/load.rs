@@ -16,6 +16,8 @@ const NAMED_ENV: &[(&str, &str, &str)] = &[
     ("CLERK_WEBHOOK_SIGNING_SECRET", "clerk", "webhook_signing_secret"),
     ("CLERK_SECRET_KEY", "clerk", "secret_key"),
     ("CLERK_API_URL", "clerk", "api_url"),
+    ("CLERK_JWT_KEY", "clerk", "jwt_key"),
+    ("CLERK_SYNC_AUTHORIZED_PARTIES", "clerk", "authorized_parties"),
     ("CLERK_SYNC_LISTEN", "server", "listen"),
     ("CLERK_SYNC_METRICS_LISTEN", "server", "metrics_listen"),
     ("CLERK_SYNC_API_TOKENS", "api", "tokens"),
@@ -105,6 +107,15 @@ impl Settings {
                 ));
             }
         }
+        if !self.clerk.jwt_key.trim().is_empty()
+            && jsonwebtoken::DecodingKey::from_rsa_pem(self.clerk.jwt_key.as_bytes()).is_err()
+        {
+            return Err(ConfigError::invalid(
+                "clerk",
+                "jwt_key",
+                "is not an RSA public key in PEM form (-----BEGIN PUBLIC KEY----- …)",
+            ));
+        }
         if !matches!(self.clerk.api_url.scheme(), "http" | "https") {
             return Err(ConfigError::invalid("clerk", "api_url", "must be an http(s) URL"));
         }
@@ -120,6 +131,9 @@ impl Settings {
             ("actors", "idle_timeout_ms", self.actors.idle_timeout_ms),
             ("writer", "max_batch", self.writer.max_batch as u64),
             ("webhooks", "prune_interval_secs", self.webhooks.prune_interval_secs),
+            ("clerk", "requests_per_10s", self.clerk.requests_per_10s as u64),
+            ("clerk", "request_timeout_ms", self.clerk.request_timeout_ms),
+            ("cache", "capacity", self.cache.capacity),
         ];
         if let Some((section, key, _)) = positive.iter().find(|(_, _, v)| *v == 0) {
             return Err(ConfigError::invalid(section, key, "must be greater than 0"));

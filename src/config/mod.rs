@@ -20,6 +20,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub clerk: ClerkSettings,
     pub webhooks: WebhookSettings,
+    pub cache: CacheSettings,
     pub actors: ActorSettings,
     pub writer: WriterSettings,
     pub api: ApiSettings,
@@ -70,6 +71,23 @@ pub struct ClerkSettings {
     pub webhook_signing_secret: Secret,
     pub secret_key: Secret,
     pub api_url: url::Url,
+    pub api_version: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub retry_budget_ms: u64,
+    pub requests_per_10s: u32,
+    pub jwt_key: String,
+    pub authorized_parties: Vec<String>,
+    pub jwt_leeway_secs: u64,
+    pub jwks_refetch_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub capacity: u64,
+    pub ttl_secs: u64,
+    pub not_found_ttl_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

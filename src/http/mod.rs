@@ -13,6 +13,9 @@ use axum::Router;
 pub use error::ApiError;
 
 use crate::actors::Actors;
+use crate::cache::UserCache;
+use crate::clerk::JwtVerifier;
+use crate::config::Secret;
 use crate::store::writer::Writer;
 use crate::store::Db;
 use crate::webhook::Verifier;
@@ -28,6 +31,11 @@ pub struct AppState {
     pub actors: Actors,
     /// `None` when no signing secret is configured: webhooks then answer 503.
     pub verifier: Option<Arc<Verifier>>,
+    pub cache: UserCache,
+    /// Verifies end users' Clerk session tokens (`/v1/me`).
+    pub jwt: Arc<JwtVerifier>,
+    /// Bearer tokens of service callers.
+    pub api_tokens: Arc<Vec<Secret>>,
     pub retry_after_secs: u64,
 }
 

@@ -137,11 +137,41 @@ impl Outcome {
     }
 }
 
+/// A user as the API returns it: every daemon-owned column. Timestamps are RFC 3339 strings in UTC.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub clerk_id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub image_url: Option<String>,
+    pub created_via: String,
+    pub updated_via: Option<String>,
+    pub clerk_updated_at: Option<i64>,
+    pub deleted_at: Option<String>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// What the database knows about one clerk id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(UserRow),
+    /// Deleted in Clerk (soft-deleted row, or a tombstone without a row): never re-created.
+    Tombstoned,
+    Missing,
+}
+
 /// The storage interface the rest of the daemon sees.
 pub trait Store: Send + Sync + 'static {
     /// Applies the whole batch in one transaction and returns one outcome per change, in order.
     /// On error nothing of the batch is committed.
     fn apply(&self, batch: &[Change]) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+    /// Reads one user (a soft-deleted row counts as tombstoned).
+    fn lookup(&self, clerk_id: &str) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
     /// Database reachable and every migration applied.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Deletes delivery records older than `age`; returns how many.
@@ -189,6 +219,13 @@ impl Store for Db {
         }
     }
 
+    async fn lookup(&self, clerk_id: &str) -> Result<Lookup, StoreError> {
+        match self {
+            Db::Postgres(s) => s.lookup(clerk_id).await,
+            Db::Sqlite(s) => s.lookup(clerk_id).await,
+        }
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         match self {
             Db::Postgres(s) => s.check_ready().await,
@@ -201,6 +238,16 @@ impl Store for Db {
             Db::Postgres(s) => s.prune_deliveries(age).await,
             Db::Sqlite(s) => s.prune_deliveries(age).await,
         }
+    }
+}
+
+/// Turns the row (if any) and the tombstone flag into a [`Lookup`].
+fn lookup_result(row: Option<UserRow>, tombstoned: impl FnOnce() -> bool) -> Lookup {
+    match row {
+        Some(row) if row.deleted_at.is_none() => Lookup::Found(row),
+        Some(_) => Lookup::Tombstoned,
+        None if tombstoned() => Lookup::Tombstoned,
+        None => Lookup::Missing,
     }
 }
 

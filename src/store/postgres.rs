@@ -6,7 +6,9 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::{apply_all, Change, Delivery, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData};
+use super::{
+    apply_all, Change, Delivery, Lookup, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData, UserRow,
+};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -57,6 +59,19 @@ impl Store for PgStore {
         Ok(outcomes)
     }
 
+    async fn lookup(&self, clerk_id: &str) -> Result<Lookup, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row: Option<UserRow> = sqlx::query_as(SELECT_USER)
+            .bind(clerk_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let tombstoned = match row {
+            None => PgTx(&mut conn).is_tombstoned(clerk_id).await?,
+            Some(_) => false,
+        };
+        Ok(super::lookup_result(row, || tombstoned))
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.pool)
@@ -73,6 +88,15 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 }
+
+/// Timestamps as RFC 3339 UTC text, so both backends return the same shape.
+const SELECT_USER: &str = "\
+SELECT id::text AS id, clerk_id, email, first_name, last_name, name, username, image_url, created_via, updated_via,
+       clerk_updated_at,
+       to_char(deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS deleted_at,
+       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
+       to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS updated_at
+FROM users WHERE clerk_id = $1";
 
 struct PgTx<'a>(&'a mut PgConnection);
 

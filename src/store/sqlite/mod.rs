@@ -8,7 +8,9 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{apply_all, Change, Delivery, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData};
+use super::{
+    apply_all, Change, Delivery, Lookup, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData, UserRow,
+};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -91,6 +93,23 @@ impl Store for SqliteStore {
         let outcomes = apply_all(&mut SqliteTx(&mut tx), batch).await?;
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    async fn lookup(&self, clerk_id: &str) -> Result<Lookup, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT CAST(id AS TEXT) AS id, clerk_id, email, first_name, last_name, name, username, image_url, \
+             created_via, updated_via, clerk_updated_at, deleted_at, created_at, updated_at \
+             FROM users WHERE clerk_id = ?1",
+        )
+        .bind(clerk_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let tombstoned = match row {
+            None => SqliteTx(&mut conn).is_tombstoned(clerk_id).await?,
+            Some(_) => false,
+        };
+        Ok(super::lookup_result(row, || tombstoned))
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

@@ -1,0 +1,177 @@
+//! Clerk Backend API client: timeouts, bounded jittered retries, `Retry-After` on 429, and a client-side
+//! request budget so a storm of lookups cannot spend the application's whole Clerk quota.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::ClerkUser;
+use crate::config::{ClerkSettings, Secret};
+
+/// Why a Backend API call gave no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClerkError {
+    /// 404 `resource_not_found`: Clerk has no such object.
+    #[error("Clerk has no such resource")]
+    NotFound,
+    #[error("CLERK_SECRET_KEY is not configured")]
+    NotConfigured,
+    /// Connection error, timeout or 5xx, after the retry budget.
+    #[error("Clerk is unavailable: {0}")]
+    Unavailable(String),
+    /// 429 (or our own request budget), with the wait Clerk asked for.
+    #[error("Clerk rate limit reached")]
+    RateLimited(Option<Duration>),
+    /// Any other 4xx: retrying cannot help (a wrong secret key, say).
+    #[error("Clerk refused the request with HTTP {0}")]
+    Refused(u16),
+    #[error("Clerk sent an unexpected response: {0}")]
+    Malformed(String),
+}
+
+impl ClerkError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, ClerkError::Unavailable(_) | ClerkError::RateLimited(_))
+    }
+
+    /// How long a caller should wait before trying again, when that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClerkError::RateLimited(after) => *after,
+            _ => None,
+        }
+    }
+}
+
+/// A Clerk Backend API client. Cheap to share behind an `Arc`.
+pub struct ClerkClient {
+    http: reqwest::Client,
+    base: String,
+    secret_key: Secret,
+    api_version: String,
+    budget: DefaultDirectRateLimiter,
+    retry_budget: Duration,
+}
+
+impl std::fmt::Debug for ClerkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClerkClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClerkClient {
+    pub fn new(settings: &ClerkSettings) -> Result<Arc<Self>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .user_agent(concat!("clerk-sync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let per_10s = NonZeroU32::new(settings.requests_per_10s).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(Duration::from_secs(10) / per_10s.get())
+            .unwrap_or_else(|| Quota::per_second(per_10s))
+            .allow_burst(per_10s);
+        Ok(Arc::new(ClerkClient {
+            http,
+            base: settings.api_url.as_str().trim_end_matches('/').to_owned(),
+            secret_key: settings.secret_key.clone(),
+            api_version: settings.api_version.clone(),
+            budget: RateLimiter::direct(quota),
+            retry_budget: Duration::from_millis(settings.retry_budget_ms),
+        }))
+    }
+
+    /// `GET /v1/users/{id}`.
+    pub async fn get_user(&self, id: &str) -> Result<ClerkUser, ClerkError> {
+        self.get_json(&format!("/v1/users/{id}")).await
+    }
+
+    /// `GET /v1/jwks`: the keys session tokens are signed with.
+    pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, ClerkError> {
+        self.get_json("/v1/jwks").await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClerkError> {
+        if !self.secret_key.is_set() {
+            return Err(ClerkError::NotConfigured);
+        }
+        let url = format!("{}{path}", self.base);
+        let deadline = Instant::now() + self.retry_budget;
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(5)
+            .with_total_delay(Some(self.retry_budget));
+        (|| self.attempt::<T>(&url, deadline))
+            .retry(backoff)
+            .when(ClerkError::is_retryable)
+            // 429: wait what Clerk asks, but never past our own budget (the caller then gets a 503).
+            .adjust(move |e, delay| {
+                let wait = e.retry_after().or(delay)?;
+                (Instant::now() + wait < deadline).then_some(wait)
+            })
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Clerk request failed; retrying"))
+            .await
+    }
+
+    async fn attempt<T: DeserializeOwned>(&self, url: &str, deadline: Instant) -> Result<T, ClerkError> {
+        // Our own budget: wait for a slot, but not past the deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, self.budget.until_ready()).await.is_err() {
+            return Err(ClerkError::RateLimited(Some(Duration::from_secs(1))));
+        }
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.secret_key.expose())
+            .header("Clerk-API-Version", &self.api_version)
+            .send()
+            .await
+            .map_err(|e| ClerkError::Unavailable(describe(&e)))?;
+        let status = response.status();
+        match status {
+            s if s.is_success() => {
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| ClerkError::Unavailable(describe(&e)))?;
+                serde_json::from_slice(&bytes).map_err(|e| ClerkError::Malformed(e.to_string()))
+            }
+            StatusCode::NOT_FOUND => {
+                let body = response.text().await.unwrap_or_default();
+                if body.contains("resource_not_found") {
+                    Err(ClerkError::NotFound)
+                } else {
+                    Err(ClerkError::Refused(404))
+                }
+            }
+            StatusCode::TOO_MANY_REQUESTS => Err(ClerkError::RateLimited(retry_after(&response))),
+            s if s.is_server_error() => Err(ClerkError::Unavailable(format!("HTTP {}", s.as_u16()))),
+            s => Err(ClerkError::Refused(s.as_u16())),
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the form Clerk sends).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The error without the URL (which is not secret, but noisy) and with its cause.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        e.to_string()
+    }
+}

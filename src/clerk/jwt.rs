@@ -1,0 +1,161 @@
+//! Verification of Clerk session JWTs (RS256 only), against Clerk's JWKS or a configured PEM key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use super::{ClerkClient, ClerkError};
+use crate::config::ClerkSettings;
+
+/// Why a session token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The keys could not be fetched from Clerk: not the caller's fault.
+    #[error("cannot fetch Clerk's signing keys: {0}")]
+    Keys(ClerkError),
+}
+
+/// The claims clerk-sync reads from a Clerk session token.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SessionClaims {
+    /// The Clerk user id.
+    pub sub: String,
+    /// The origin that requested the token.
+    pub azp: Option<String>,
+}
+
+enum Keys {
+    /// `CLERK_JWT_KEY`: networkless.
+    Pem(DecodingKey),
+    /// Keys by `kid`, from `{CLERK_API_URL}/v1/jwks`.
+    Jwks {
+        client: Arc<ClerkClient>,
+        cache: RwLock<HashMap<String, DecodingKey>>,
+        /// When an unknown kid last caused a refetch; held while fetching, so concurrent misses fetch once.
+        last_refetch: Mutex<Option<Instant>>,
+        refetch_interval: Duration,
+    },
+}
+
+pub struct JwtVerifier {
+    keys: Keys,
+    validation: Validation,
+    authorized_parties: Vec<String>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.keys {
+            Keys::Pem(_) => "pem",
+            Keys::Jwks { .. } => "jwks",
+        };
+        f.debug_struct("JwtVerifier")
+            .field("keys", &mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    /// PEM mode when `clerk.jwt_key` is set (validated by the configuration), JWKS mode otherwise.
+    pub fn new(settings: &ClerkSettings, client: Arc<ClerkClient>) -> Result<Self, jsonwebtoken::errors::Error> {
+        let keys = if settings.jwt_key.trim().is_empty() {
+            Keys::Jwks {
+                client,
+                cache: RwLock::new(HashMap::new()),
+                last_refetch: Mutex::new(None),
+                refetch_interval: Duration::from_millis(settings.jwks_refetch_interval_ms),
+            }
+        } else {
+            Keys::Pem(DecodingKey::from_rsa_pem(settings.jwt_key.as_bytes())?)
+        };
+        // Only RS256: `none`, HS256 (alg confusion with the public key) and everything else are refused.
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = settings.jwt_leeway_secs;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(JwtVerifier {
+            keys,
+            validation,
+            authorized_parties: settings.authorized_parties.clone(),
+        })
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<SessionClaims, AuthError> {
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let claims = match &self.keys {
+            Keys::Pem(key) => self.decode(token, key)?,
+            Keys::Jwks { .. } => {
+                let kid = header
+                    .kid
+                    .ok_or_else(|| AuthError::Invalid("token has no kid".into()))?;
+                let key = self.jwks_key(&kid).await?;
+                self.decode(token, &key)?
+            }
+        };
+        if !self.authorized_parties.is_empty() {
+            let azp = claims.azp.as_deref().unwrap_or_default();
+            if !self.authorized_parties.iter().any(|p| p == azp) {
+                return Err(AuthError::Invalid(format!("azp {azp:?} is not an authorized party")));
+            }
+        }
+        Ok(claims)
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey) -> Result<SessionClaims, AuthError> {
+        decode::<SessionClaims>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// The key for `kid`: cached, else fetched once; an unknown kid refetches at most once per interval.
+    async fn jwks_key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
+        let Keys::Jwks {
+            client,
+            cache,
+            last_refetch,
+            refetch_interval,
+        } = &self.keys
+        else {
+            return Err(AuthError::Invalid("no JWKS configured".into()));
+        };
+        if let Some(key) = cache.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        let mut last = last_refetch.lock().await;
+        // Another request may have refreshed while we waited for the lock.
+        if let Some(key) = cache.read().await.get(kid) {
+            return Ok(key.clone());
+        }
+        let never_loaded = cache.read().await.is_empty();
+        if !never_loaded && last.is_some_and(|t| t.elapsed() < *refetch_interval) {
+            return Err(AuthError::Invalid(format!("unknown key id {kid:?}")));
+        }
+        let set = client.jwks().await.map_err(AuthError::Keys)?;
+        if !never_loaded {
+            *last = Some(Instant::now());
+        }
+        let fresh: HashMap<String, DecodingKey> = set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect();
+        let found = fresh.get(kid).cloned();
+        *cache.write().await = fresh;
+        found.ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))
+    }
+}
