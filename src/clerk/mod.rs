@@ -7,3 +7,8 @@ mod user;
 pub use client::{ClerkClient, ClerkError};
 pub use jwt::{AuthError, JwtVerifier, SessionClaims};
 pub use user::{is_user_id, ClerkUser, EmailAddress};
+
+#[cfg(test)]
+mod client_tests;
+#[cfg(test)]
+mod jwt_tests;

@@ -1,7 +1,9 @@
-//! The main listener: webhooks and health checks.
+//! The main listener: webhooks, the `/v1` API and health checks.
 
+mod auth;
 mod error;
 mod health;
+mod users;
 mod webhooks;
 
 use std::sync::Arc;
@@ -47,5 +49,8 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/clerk",
             post(webhooks::clerk).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
+        .route("/v1/users/{clerk_id}", get(users::get_user))
+        .route("/v1/users/{clerk_id}/sync", post(users::sync_user))
+        .route("/v1/me", get(users::me))
         .with_state(state)
 }
