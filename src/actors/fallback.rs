@@ -118,8 +118,7 @@ pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched,
     }
 }
 
-async fn cache(state: &UserState, row: UserRow) -> Arc<UserRow> {
-    let row = Arc::new(row);
+async fn cache(state: &UserState, row: Arc<UserRow>) -> Arc<UserRow> {
     state.common.cache.put(row.clone()).await;
     row
 }

@@ -159,7 +159,7 @@ pub struct UserRow {
 /// What the database knows about one clerk id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    Found(UserRow),
+    Found(std::sync::Arc<UserRow>),
     /// Deleted in Clerk (soft-deleted row, or a tombstone without a row): never re-created.
     Tombstoned,
     Missing,
@@ -244,7 +244,7 @@ impl Store for Db {
 /// Turns the row (if any) and the tombstone flag into a [`Lookup`].
 fn lookup_result(row: Option<UserRow>, tombstoned: impl FnOnce() -> bool) -> Lookup {
     match row {
-        Some(row) if row.deleted_at.is_none() => Lookup::Found(row),
+        Some(row) if row.deleted_at.is_none() => Lookup::Found(std::sync::Arc::new(row)),
         Some(_) => Lookup::Tombstoned,
         None if tombstoned() => Lookup::Tombstoned,
         None => Lookup::Missing,
