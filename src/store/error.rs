@@ -44,13 +44,15 @@ fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            match code.parse::<i32>() {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 // SQLite (numeric, possibly extended) result codes: BUSY, LOCKED, IOERR, FULL, CANTOPEN, PROTOCOL.
-                Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 13 | 14 | 15),
+                code.parse::<i32>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14 | 15))
+            } else {
                 // Postgres SQLSTATE classes: connection exception, insufficient resources, operator
                 // intervention (shutdown, terminated backend), object not in prerequisite state (database
                 // does not allow connections), transaction rollback (serialization, deadlock).
-                Err(_) => ["08", "53", "57", "55", "40"].iter().any(|c| code.starts_with(c)),
+                ["08", "53", "57", "55", "40"].iter().any(|c| code.starts_with(c))
             }
         }
         sqlx::Error::Io(_)

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::{
@@ -31,14 +31,16 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-            // The adoption step raises an exception whose message is meant for the operator as it is.
-            sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
-                if db.code().as_deref() == Some("P0001") =>
-            {
-                StoreError::Adopt(db.message().to_string())
-            }
-            other => StoreError::Migrate(other),
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
+            // The adoption step raises an exception (P0001) whose message is meant for the operator as it is.
+            let adopt = match &e {
+                MigrateError::Execute(sqlx::Error::Database(db))
+                | MigrateError::ExecuteMigration(sqlx::Error::Database(db), _) => {
+                    (db.code().as_deref() == Some("P0001")).then(|| db.message().to_string())
+                }
+                _ => None,
+            };
+            adopt.map_or(StoreError::Migrate(e), StoreError::Adopt)
         })
     }
 

@@ -38,6 +38,116 @@ const COLUMNS: &[(&str, Kind, &str)] = &[
     ("updated_at", Kind::Timestamp, "TEXT"),
 ];
 
+/// Columns Clerk may leave empty (a phone-only user has no email): the daemon must be able to write NULL.
+const NULLABLE: &[&str] = &["email", "first_name", "last_name", "name", "username", "image_url"];
+
+/// Edits the table's SQL where ALTER TABLE cannot: drops `NOT NULL` from `nullable` columns and gives a text `id`
+/// without a default a UUID default. Neither changes the stored data, so SQLite's documented `writable_schema`
+/// procedure (edit the table's SQL, bump `schema_version`) applies, inside the adoption transaction.
+async fn rewrite_schema(
+    tx: &mut sqlx::SqliteConnection,
+    nullable: &[&str],
+    id_default: bool,
+) -> Result<(), StoreError> {
+    let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'")
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut edited = nullable
+        .iter()
+        .try_fold(sql, |sql, column| drop_not_null(&sql, column).ok_or(*column))
+        .map_err(|column| {
+            StoreError::Adopt(format!(
+                "clerk-sync cannot adopt table \"users\": column \"{column}\" is NOT NULL, but Clerk users may have \
+                 none; make it nullable, then run clerk-sync migrate again"
+            ))
+        })?;
+    if id_default {
+        edited = add_uuid_default(&edited, "id").ok_or_else(|| {
+            StoreError::Adopt(
+                "clerk-sync cannot adopt table \"users\": column \"id\" has no default; give it one, then run \
+                 clerk-sync migrate again"
+                    .into(),
+            )
+        })?;
+    }
+    let version: i64 = sqlx::query_scalar("PRAGMA schema_version").fetch_one(&mut *tx).await?;
+    sqlx::query("PRAGMA writable_schema = ON").execute(&mut *tx).await?;
+    sqlx::query("UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = 'users'")
+        .bind(&edited)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("PRAGMA schema_version = {}", version + 1))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("PRAGMA writable_schema = OFF").execute(&mut *tx).await?;
+    tracing::warn!(nullable = ?nullable, id_default, "adjusted the users table: Clerk users may lack these columns");
+    Ok(())
+}
+
+/// Removes `NOT NULL` from `column`'s definition in a `CREATE TABLE` statement; `None` if it cannot be found.
+fn drop_not_null(create: &str, column: &str) -> Option<String> {
+    edit_column(create, column, |definition| {
+        let words: Vec<&str> = definition.split_whitespace().collect();
+        let at = words
+            .windows(2)
+            .position(|w| w[0].eq_ignore_ascii_case("not") && w[1].eq_ignore_ascii_case("null"))?;
+        let kept: Vec<&str> = words[..at].iter().chain(&words[at + 2..]).copied().collect();
+        Some(format!(" {}", kept.join(" ")))
+    })
+}
+
+/// Gives `column` a random UUID default, so rows the daemon inserts get an id like the app's own.
+fn add_uuid_default(create: &str, column: &str) -> Option<String> {
+    edit_column(create, column, |definition| {
+        Some(format!("{} DEFAULT ({UUID_V4})", definition.trim_end()))
+    })
+}
+
+/// A random version-4 UUID in SQLite SQL (the same expression as the migration's `users.id` default).
+const UUID_V4: &str = "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) \
+     || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))";
+
+/// Rewrites one column definition of a `CREATE TABLE` statement with `edit`; `None` if the column is not found
+/// or `edit` declines.
+fn edit_column(create: &str, column: &str, edit: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let open = create.find('(')?;
+    let close = create.rfind(')')?;
+    let body = &create[open + 1..close];
+    // Split the column list at top-level commas (not inside parentheses or quotes).
+    let (mut parts, mut depth, mut quote, mut start) = (Vec::new(), 0i32, None::<char>, 0);
+    for (i, c) in body.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&body[start..]);
+    let mut found = false;
+    let edited: Vec<String> = parts
+        .into_iter()
+        .map(|part| {
+            let name = part.split_whitespace().next().unwrap_or_default();
+            let name = name.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']' | '\''));
+            match name.eq_ignore_ascii_case(column).then(|| edit(part)).flatten() {
+                Some(new) => {
+                    found = true;
+                    new
+                }
+                None => part.to_string(),
+            }
+        })
+        .collect();
+    found.then(|| format!("{}({}){}", &create[..open], edited.join(","), &create[close + 1..]))
+}
+
 /// Whether a declared column type can hold what the daemon writes (SQLite's affinity rules).
 fn compatible(kind: Kind, declared: &str) -> bool {
     let t = declared.to_ascii_uppercase();
@@ -67,10 +177,15 @@ pub(super) async fn adopt_users_table(pool: &SqlitePool, first_migration: i64) -
         return Ok(());
     }
 
-    let existing: Vec<(String, String)> = sqlx::query_as("SELECT name, type FROM pragma_table_info('users')")
-        .fetch_all(pool)
-        .await?;
-    let declared = |name: &str| existing.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str());
+    let existing: Vec<(String, String, bool, Option<String>)> =
+        sqlx::query_as("SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('users')")
+            .fetch_all(pool)
+            .await?;
+    let declared = |name: &str| existing.iter().find(|c| c.0 == name).map(|c| c.1.as_str());
+    // A text id without a default would stay NULL in every row the daemon inserts.
+    let id_default = existing
+        .iter()
+        .any(|(name, t, _, default)| name == "id" && default.is_none() && compatible(Kind::Text, t));
     for (name, kind, _) in COLUMNS {
         if let Some(t) = declared(name) {
             if !compatible(*kind, t) {
@@ -117,6 +232,14 @@ pub(super) async fn adopt_users_table(pool: &SqlitePool, first_migration: i64) -
             added.push(*name);
         }
     }
+    let not_null: Vec<&str> = existing
+        .iter()
+        .filter(|c| c.2 && NULLABLE.contains(&c.0.as_str()))
+        .map(|c| c.0.as_str())
+        .collect();
+    if !not_null.is_empty() || id_default {
+        rewrite_schema(&mut tx, &not_null, id_default).await?;
+    }
     sqlx::query(
         "UPDATE users SET created_at = coalesce(created_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
          updated_at = coalesce(updated_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
@@ -131,6 +254,26 @@ pub(super) async fn adopt_users_table(pool: &SqlitePool, first_migration: i64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_null_is_dropped_from_one_column_only() {
+        let sql = "CREATE TABLE users (id text primary key, clerk_id text unique, \"email\" TEXT NOT NULL \
+                   CHECK (length(email) > 0), name varchar(10) not null default 'x,y')";
+        let edited = drop_not_null(sql, "email").expect("found");
+        assert_eq!(
+            edited,
+            "CREATE TABLE users (id text primary key, clerk_id text unique, \"email\" TEXT CHECK (length(email) > \
+             0), name varchar(10) not null default 'x,y')"
+        );
+        let both = drop_not_null(&edited, "name").expect("found");
+        assert!(both.ends_with(" name varchar(10) default 'x,y')"), "{both}");
+        assert_eq!(drop_not_null(sql, "clerk_id"), None);
+        let with_default = add_uuid_default(sql, "id").expect("found");
+        assert!(
+            with_default.starts_with("CREATE TABLE users (id text primary key DEFAULT (lower("),
+            "{with_default}"
+        );
+    }
 
     #[test]
     fn affinity_rules() {

@@ -1,0 +1,204 @@
+//! Clerk webhook payloads shaped as in Clerk's docs (envelope + user object).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::{json, Value};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_millis() as i64
+}
+
+pub fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
+fn random_tail(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+/// `user_` + 27 alphanumerics, like `user_29w83sxmDNGwOuEthce5gg56FcC`.
+pub fn user_id() -> String {
+    format!("user_{}", random_tail(27))
+}
+
+/// A fresh Svix message id, like `msg_2Lh9KRb6pzqBjHMFl5wd3Ehq1Ab`.
+pub fn svix_id() -> String {
+    format!("msg_{}", random_tail(27))
+}
+
+fn ident_id() -> String {
+    format!("idn_{}", random_tail(27))
+}
+
+/// The fields of a Clerk user that tests vary.
+#[derive(Debug, Clone)]
+pub struct ClerkUser {
+    pub id: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub image_url: Option<String>,
+    /// (idn id, address)
+    pub emails: Vec<(String, String)>,
+    pub primary_email_id: Option<String>,
+    /// (idn id, number)
+    pub phones: Vec<(String, String)>,
+    pub primary_phone_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ClerkUser {
+    /// A user with a first/last name, a username, an image and one verified primary email.
+    pub fn new(updated_at: i64) -> ClerkUser {
+        let id = user_id();
+        let tail = id.trim_start_matches("user_").to_lowercase();
+        let email_id = ident_id();
+        ClerkUser {
+            id,
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            username: Some(format!("ada_{}", &tail[..8])),
+            image_url: Some(format!("https://img.clerk.com/{tail}")),
+            emails: vec![(email_id.clone(), format!("ada.{tail}@example.com"))],
+            primary_email_id: Some(email_id),
+            phones: vec![],
+            primary_phone_id: None,
+            created_at: updated_at - 60_000,
+            updated_at,
+        }
+    }
+
+    /// Same user, with a later (or earlier) `updated_at`.
+    pub fn at(&self, updated_at: i64) -> ClerkUser {
+        ClerkUser {
+            updated_at,
+            ..self.clone()
+        }
+    }
+
+    /// Replaces the emails with `[secondary, primary]`: the primary is deliberately not first.
+    pub fn with_primary_email_second(mut self, primary: &str, secondary: &str) -> ClerkUser {
+        let (p, s) = (ident_id(), ident_id());
+        self.emails = vec![(s, secondary.to_string()), (p.clone(), primary.to_string())];
+        self.primary_email_id = Some(p);
+        self
+    }
+
+    /// The address that should end up in `users.email`.
+    pub fn primary_email(&self) -> Option<String> {
+        let primary = self.primary_email_id.as_ref()?;
+        self.emails.iter().find(|(id, _)| id == primary).map(|(_, a)| a.clone())
+    }
+
+    pub fn data(&self) -> Value {
+        let emails: Vec<Value> = self
+            .emails
+            .iter()
+            .map(|(id, address)| {
+                json!({
+                    "id": id,
+                    "object": "email_address",
+                    "email_address": address,
+                    "verification": {"status": "verified", "strategy": "ticket", "attempts": null, "expire_at": null},
+                    "linked_to": [],
+                    "reserved": false
+                })
+            })
+            .collect();
+        let phones: Vec<Value> = self
+            .phones
+            .iter()
+            .map(|(id, number)| {
+                json!({
+                    "id": id,
+                    "object": "phone_number",
+                    "phone_number": number,
+                    "reserved_for_second_factor": false,
+                    "default_second_factor": false,
+                    "verification": {"status": "verified", "strategy": "phone_code", "attempts": 1, "expire_at": null},
+                    "linked_to": [],
+                    "backup_codes": null
+                })
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "object": "user",
+            "birthday": "",
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "email_addresses": emails,
+            "primary_email_address_id": self.primary_email_id,
+            "phone_numbers": phones,
+            "primary_phone_number_id": self.primary_phone_id,
+            "primary_web3_wallet_id": null,
+            "web3_wallets": [],
+            "external_accounts": [],
+            "external_id": null,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "gender": "",
+            "username": self.username,
+            "image_url": self.image_url,
+            "profile_image_url": self.image_url,
+            "has_image": self.image_url.is_some(),
+            "password_enabled": true,
+            "two_factor_enabled": false,
+            "last_sign_in_at": null,
+            "public_metadata": {},
+            "private_metadata": {},
+            "unsafe_metadata": {}
+        })
+    }
+
+    pub fn created(&self) -> String {
+        envelope("user.created", self.data(), now_ms())
+    }
+
+    pub fn updated(&self) -> String {
+        envelope("user.updated", self.data(), now_ms())
+    }
+
+    /// `user.deleted` for this user at `timestamp` (ms, or seconds when under 10^12).
+    pub fn deleted(&self, timestamp: i64) -> String {
+        deleted(&self.id, timestamp)
+    }
+}
+
+/// A phone-only user: no email addresses at all.
+pub fn phone_only_user(updated_at: i64) -> ClerkUser {
+    let phone_id = ident_id();
+    ClerkUser {
+        emails: vec![],
+        primary_email_id: None,
+        phones: vec![(phone_id.clone(), "+15555550100".into())],
+        primary_phone_id: Some(phone_id),
+        username: None,
+        ..ClerkUser::new(updated_at)
+    }
+}
+
+pub fn envelope(event_type: &str, data: Value, timestamp: i64) -> String {
+    json!({
+        "data": data,
+        "object": "event",
+        "type": event_type,
+        "timestamp": timestamp,
+        "instance_id": "ins_2TVSvGyJmr9BVgqmuPrXpQ5qK8a",
+        "event_attributes": {"http_request": {"client_ip": "", "user_agent": ""}}
+    })
+    .to_string()
+}
+
+pub fn deleted(clerk_id: &str, timestamp: i64) -> String {
+    envelope(
+        "user.deleted",
+        json!({"id": clerk_id, "deleted": true, "object": "user"}),
+        timestamp,
+    )
+}

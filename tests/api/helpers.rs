@@ -1,0 +1,273 @@
+//! The test harness: spawn the daemon on a fresh Postgres database or SQLite file and talk to it over HTTP.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use clerk_sync::config::Settings;
+use clerk_sync::{Application, StartError};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::clerk::now_secs;
+pub use crate::test_db::{DbBlock, TestDatabase, TestDb};
+
+/// Runs one test body on both backends: `both_backends!(name, |backend| async move { ... });` expands to
+/// `mod name { async fn postgres() ... async fn sqlite() ... }`.
+macro_rules! both_backends {
+    ($name:ident, |$backend:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $backend = $crate::helpers::Backend::Postgres;
+                ($body).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $backend = $crate::helpers::Backend::Sqlite;
+                ($body).await
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// `whsec_` + base64 of 24 random bytes, as Clerk shows it.
+pub fn new_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Signs `body` as Svix would: `v1,<base64>`.
+pub fn sign(secret: &str, svix_id: &str, timestamp: i64, body: &[u8]) -> String {
+    svix::webhooks::Webhook::new(secret)
+        .expect("test secret does not decode")
+        .sign(svix_id, timestamp, body)
+        .expect("signing failed")
+}
+
+/// Settings for the daemon on `database`: the base test environment, then `extra_env` (an empty value unsets).
+pub fn settings_for(database: &TestDatabase, secret: &str, extra_env: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), database.url().to_string()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET".into(), secret.to_string()),
+        ("CLERK_SYNC_LISTEN".into(), "127.0.0.1:0".into()),
+        ("CLERK_SYNC_METRICS_LISTEN".into(), "127.0.0.1:0".into()),
+        ("CLERK_SYNC_DATABASE__ACQUIRE_TIMEOUT_MS".into(), "2000".into()),
+        ("CLERK_SYNC_DATABASE__BUSY_TIMEOUT_MS".into(), "300".into()),
+    ]);
+    for (key, value) in extra_env {
+        env.insert(key.to_string(), value.to_string());
+    }
+    let lookup = move |key: &str| env.get(key).filter(|v| !v.is_empty()).cloned();
+    Settings::load(None, &lookup).expect("test settings do not load")
+}
+
+/// `Application::build` on an existing database, for tests that expect it to fail.
+pub async fn try_build(database: &TestDatabase, extra_env: &[(&str, &str)]) -> Result<Application, StartError> {
+    Application::build(settings_for(database, &new_secret(), extra_env)).await
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub secret: String,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), StartError>>>,
+    extra_env: Vec<(String, String)>,
+    // Last: dropped after the daemon was told to stop.
+    database: TestDatabase,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra_env: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create(backend).await;
+    spawn_app_on(database, extra_env).await
+}
+
+/// Spawns the daemon on a database the test prepared (e.g. with an app-made `users` table).
+pub async fn spawn_app_on(database: TestDatabase, extra_env: &[(&str, &str)]) -> TestApp {
+    spawn_with_secret(database, new_secret(), extra_env).await
+}
+
+/// With `TEST_LOG` set, the daemon's logs go to the test output (shown for failing tests).
+fn init_test_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug,sqlx=warn,hyper=info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+async fn spawn_with_secret(database: TestDatabase, secret: String, extra_env: &[(&str, &str)]) -> TestApp {
+    init_test_logging();
+    let settings = settings_for(&database, &secret, extra_env);
+    let app = Application::build(settings)
+        .await
+        .unwrap_or_else(|e| panic!("Application::build failed on {:?}: {e}", database.backend()));
+    let port = app.port();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let db = database.connect().await;
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        secret,
+        db,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client"),
+        shutdown: Some(tx),
+        server: Some(server),
+        extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        database,
+    }
+}
+
+impl TestApp {
+    /// Signs `body` with the app's secret and a fresh timestamp, and POSTs it with `svix-*` headers.
+    pub async fn post_webhook(&self, body: &str, svix_id: &str) -> reqwest::Response {
+        let timestamp = now_secs();
+        let signature = sign(&self.secret, svix_id, timestamp, body.as_bytes());
+        self.post_webhook_raw(
+            body.as_bytes().to_vec(),
+            &[
+                ("svix-id", svix_id.to_string()),
+                ("svix-timestamp", timestamp.to_string()),
+                ("svix-signature", signature),
+            ],
+        )
+        .await
+    }
+
+    /// POSTs exactly these bytes and headers (plus `content-type: application/json`).
+    pub async fn post_webhook_raw(&self, body: Vec<u8>, headers: &[(&str, String)]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/webhooks/clerk", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send().await.expect("POST /webhooks/clerk failed to send")
+    }
+
+    /// Posts a signed webhook and returns the status and JSON body.
+    pub async fn deliver(&self, body: &str, svix_id: &str) -> (StatusCode, Value) {
+        into_json(self.post_webhook(body, svix_id).await).await
+    }
+
+    /// Posts a signed webhook and asserts `200 {"outcome": expected}`.
+    pub async fn expect_outcome(&self, body: &str, svix_id: &str, expected: &str) {
+        let (status, json) = self.deliver(body, svix_id).await;
+        assert_eq!(
+            (status, json["outcome"].as_str()),
+            (StatusCode::OK, Some(expected)),
+            "delivery {svix_id}: expected 200 {{\"outcome\":\"{expected}\"}}, got {status} {json}"
+        );
+    }
+
+    pub async fn livez(&self) -> reqwest::Response {
+        self.get("/livez").await
+    }
+
+    pub async fn readyz(&self) -> reqwest::Response {
+        self.get("/readyz").await
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} failed to send: {e}"))
+    }
+
+    /// Polls `/readyz` until it answers 200, failing after `within`.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status = self.readyz().await.status();
+            if status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz still answers {status} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Makes the database unavailable (see [`TestDatabase::block`]).
+    pub async fn block_database(&self) -> DbBlock {
+        self.database.block().await
+    }
+
+    /// Stops the daemon gracefully (asserting it stops cleanly) and starts a new one on the same database.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        self.db.close().await;
+        let extra: Vec<(String, String)> = std::mem::take(&mut self.extra_env);
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let secret = self.secret.clone();
+        // Move the database out: replace it with a throwaway SQLite one, which cleans up after itself.
+        let database = std::mem::replace(&mut self.database, TestDatabase::create(Backend::Sqlite).await);
+        spawn_with_secret(database, secret, &extra).await
+    }
+
+    /// Sends the shutdown signal and waits (at most 15 s) for `run_until_stopped` to return `Ok(())`.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let result = tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("run_until_stopped did not return within 15 s of the shutdown signal")
+                .expect("the server task panicked");
+            if let Err(e) = result {
+                panic!("run_until_stopped returned an error: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Status and JSON body of a response (JSON `null` when the body is not JSON).
+pub async fn into_json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("cannot read the response body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}

@@ -1,0 +1,323 @@
+//! The real `clerk-sync` binary: exit codes, redaction, and a serve / send-test-event / SIGTERM round trip.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
+
+fn secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("clerk-sync.db").display())
+}
+
+/// The binary with a clean environment: PATH, the working directory, and `vars` only.
+fn clerk_sync(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    command
+}
+
+fn run(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let Output { status, stdout, stderr } = clerk_sync(dir, args, vars).output().expect("cannot run clerk-sync");
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Kills the child (by its own handle) if the test ends before it exited.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Daemon {
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.0.try_wait().expect("try_wait failed") {
+                Some(status) => return status.code(),
+                None if Instant::now() >= deadline => {
+                    panic!("clerk-sync (pid {}) did not exit within {within:?}", self.0.id())
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+#[test]
+fn check_config_rejects_an_unknown_database_scheme() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, stderr) = run(dir.path(), &["check-config"], &[("DATABASE_URL", "mysql://x")]);
+    assert_eq!(code, Some(78), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {stderr}");
+    assert!(
+        lines[0].contains("DATABASE_URL") || lines[0].contains("database.url"),
+        "the error must name the key: {stderr}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_secret_that_does_not_decode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vars = [
+        ("DATABASE_URL", sqlite_url(dir.path())),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_!!!".to_string()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, _, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert_eq!(code, Some(78), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {stderr}");
+    assert!(
+        lines[0].contains("CLERK_WEBHOOK_SIGNING_SECRET") || lines[0].contains("webhook_signing_secret"),
+        "the error must name the signing secret: {stderr}"
+    );
+    assert!(!stderr.contains("whsec_!!!"), "the secret must not be echoed: {stderr}");
+}
+
+#[test]
+fn check_config_prints_the_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = secret();
+    let url = sqlite_url(dir.path());
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("[redacted]"),
+        "the secret must show as [redacted]: {stdout}"
+    );
+    assert!(
+        stdout.contains("webhook_signing_secret"),
+        "the config must be printed: {stdout}"
+    );
+    assert!(
+        stdout.contains(&url),
+        "the effective database URL must be printed: {stdout}"
+    );
+    let key = secret.trim_start_matches("whsec_");
+    for output in [&stdout, &stderr] {
+        assert!(!output.contains(key), "the secret leaked: {output}");
+    }
+}
+
+#[test]
+fn serve_on_a_busy_address_exits_78() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("local_addr").to_string();
+    let url = sqlite_url(dir.path());
+    let secret = secret();
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+        ("CLERK_SYNC_LISTEN", addr.as_str()),
+        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+    ];
+    let child = clerk_sync(dir.path(), &["serve"], &vars)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start clerk-sync");
+    let mut daemon = Daemon(child);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = daemon.0.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+    }
+    assert_eq!(code, Some(78), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&addr) || stderr.contains("CLERK_SYNC_LISTEN"),
+        "the error should name the address or key: {stderr}"
+    );
+    drop(busy);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("cannot find a free port")
+        .port()
+}
+
+async fn wait_ready(port: u16, daemon: &mut Daemon) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            panic!("clerk-sync exited early with {status}");
+        }
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz did not answer 200 within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_send_test_event_then_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = sqlite_url(dir.path());
+    let secret = secret();
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+        ("CLERK_SYNC_LISTEN", listen.as_str()),
+        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+    ];
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+    let child = clerk_sync(dir.path(), &["serve"], &vars)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start clerk-sync serve");
+    let mut daemon = Daemon(child);
+    wait_ready(port, &mut daemon).await;
+
+    let webhook_url = format!("http://127.0.0.1:{port}/webhooks/clerk");
+    let args = [
+        "send-test-event",
+        "--type",
+        "user.created",
+        "--url",
+        webhook_url.as_str(),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &args, &vars);
+    assert_eq!(code, Some(0), "send-test-event\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("200"), "stdout: {stdout}");
+    assert!(stdout.contains("applied"), "stdout: {stdout}");
+
+    let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("sqlite URL");
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open the SQLite file");
+    let users: Vec<(String, String)> = sqlx::query_as("SELECT clerk_id, created_via FROM users")
+        .fetch_all(&pool)
+        .await
+        .expect("read users");
+    pool.close().await;
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0].1, "webhook");
+    assert!(users[0].0.starts_with("user_"), "{users:?}");
+    assert!(stdout.contains(&users[0].0), "stdout should name the user id: {stdout}");
+
+    let pid = daemon.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("cannot run kill");
+    assert!(kill.success());
+    let code = daemon.wait_exit(Duration::from_secs(10));
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert_eq!(code, Some(0), "clerk-sync must exit 0 on SIGTERM; its log:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn check_config_names_an_invalid_key_set_through_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_SYNC_WEBHOOKS__DELETE_MODE", "sometimes"),
+    ];
+    let (code, _, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert_eq!(code, Some(78), "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line on stderr, got: {stderr}");
+    assert!(
+        stderr.contains("delete_mode") || stderr.contains("CLERK_SYNC_WEBHOOKS__DELETE_MODE"),
+        "the error must name the key: {stderr}"
+    );
+}
+
+#[test]
+fn check_config_never_prints_a_database_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 1: the database check fails, but the config is printed first.
+    let vars = [("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:1/app")];
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert_ne!(
+        code,
+        Some(0),
+        "an unreachable database must fail check-config: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("127.0.0.1:1"),
+        "the URL (redacted) must be printed: {stdout}"
+    );
+    for output in [&stdout, &stderr] {
+        assert!(!output.contains("hunter2"), "the database password leaked: {output}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema_and_is_repeatable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    for attempt in 1..=2 {
+        let (code, stdout, stderr) = run(dir.path(), &["migrate"], &[("DATABASE_URL", url.as_str())]);
+        assert_eq!(code, Some(0), "migrate #{attempt}\nstdout: {stdout}\nstderr: {stderr}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tables: Vec<String> = rt.block_on(async {
+        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("sqlite URL");
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("open the SQLite file");
+        let tables = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .expect("list tables");
+        pool.close().await;
+        tables
+    });
+    for table in ["clerk_sync_deliveries", "clerk_sync_tombstones", "users"] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing after migrate: {tables:?}"
+        );
+    }
+}
