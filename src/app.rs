@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -58,6 +59,9 @@ impl StartError {
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    metrics_listener: TcpListener,
+    metrics_port: u16,
+    metrics: PrometheusHandle,
     settings: Settings,
     db: Arc<Db>,
     state: AppState,
@@ -75,6 +79,16 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr().map_err(StartError::Serve)?.port();
+        let metrics_addr = settings.server.metrics_listen;
+        let metrics_listener = TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "server.metrics_listen (CLERK_SYNC_METRICS_LISTEN)",
+                addr: metrics_addr,
+                source,
+            })?;
+        let metrics_port = metrics_listener.local_addr().map_err(StartError::Serve)?.port();
+        let metrics = crate::telemetry::metrics::install();
 
         let verifier = match settings.clerk.webhook_signing_secret.is_set() {
             true => Some(Arc::new(
@@ -126,6 +140,9 @@ impl Application {
         Ok(Application {
             listener,
             port,
+            metrics_listener,
+            metrics_port,
+            metrics,
             settings,
             db,
             state,
@@ -138,6 +155,11 @@ impl Application {
         self.port
     }
 
+    /// Port of the metrics listener (`GET /metrics`).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests and queued actor work
     /// finish (bounded by `server.shutdown_timeout_ms`), and closes the pool.
     pub async fn run_until_stopped(
@@ -146,6 +168,8 @@ impl Application {
     ) -> Result<(), StartError> {
         let Application {
             listener,
+            metrics_listener,
+            metrics,
             settings,
             db,
             state,
@@ -160,6 +184,16 @@ impl Application {
             Duration::from_secs(settings.webhooks.prune_interval_secs),
         ));
         let actors = state.actors.clone();
+        let upkeep = tokio::spawn(upkeep(metrics.clone(), state.cache.clone()));
+        let metrics_server = tokio::spawn(async move {
+            let router = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || std::future::ready(metrics.render())),
+            );
+            if let Err(e) = axum::serve(metrics_listener, router).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
         tracing::info!(
             listen = %listener.local_addr().map_err(StartError::Serve)?,
             backend = settings.database.backend(),
@@ -185,6 +219,8 @@ impl Application {
         }
 
         pruner.abort();
+        upkeep.abort();
+        metrics_server.abort();
         if !actors.drain(timeout).await {
             tracing::warn!("user actors did not drain in time");
         }
@@ -197,6 +233,16 @@ impl Application {
         db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Keeps the exporter's histograms bounded and the gauges that are sampled rather than pushed current.
+async fn upkeep(handle: PrometheusHandle, cache: UserCache) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+        cache.report().await;
     }
 }
 

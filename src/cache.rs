@@ -53,8 +53,9 @@ impl UserCache {
         self.not_found.insert(clerk_id.to_owned(), ()).await;
     }
 
-    /// Approximate number of cached users (for the metrics gauge).
-    pub fn entries(&self) -> u64 {
-        self.users.entry_count()
+    /// Settles moka's pending bookkeeping and publishes `clerk_sync_cache_entries`.
+    pub async fn report(&self) {
+        self.users.run_pending_tasks().await;
+        metrics::gauge!(crate::telemetry::metrics::CACHE_ENTRIES).set(self.users.entry_count() as f64);
     }
 }

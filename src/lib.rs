@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod store;
+pub mod telemetry;
 pub mod webhook;
 
 pub use app::{Application, StartError};

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clerk_sync::commands;
 use clerk_sync::config::Settings;
 use clerk_sync::webhook::sample::SampleType;
-use tracing_subscriber::EnvFilter;
+use clerk_sync::{commands, telemetry};
 
 #[derive(Parser)]
 #[command(name = "clerk-sync", version, about = "Keeps your users table in sync with Clerk")]
@@ -45,21 +44,32 @@ fn parse_type(s: &str) -> Result<SampleType, String> {
     SampleType::parse(s).ok_or_else(|| format!("{s:?}: expected user.created, user.updated or user.deleted"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The runtime is built by hand so telemetry starts and stops outside it: the OTLP exporter's blocking HTTP
+/// client must not be created or dropped on a runtime thread.
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
-        .with_writer(std::io::stderr)
-        .init();
-    let settings = match Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
-        Ok(s) => s,
+    let json_logs = std::env::var("CLERK_SYNC_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    let telemetry = telemetry::init(json_logs, otlp.as_deref());
+    let code = match Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
+        Ok(settings) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)),
+            Err(e) => {
+                eprintln!("clerk-sync: cannot start the async runtime: {e}");
+                70
+            }
+        },
         Err(e) => {
             eprintln!("clerk-sync: {e}");
-            return ExitCode::from(commands::EX_CONFIG as u8);
+            commands::EX_CONFIG
         }
     };
-    let code = match cli.command.unwrap_or(Command::Serve) {
+    telemetry.shutdown();
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn run(command: Command, settings: Settings) -> i32 {
+    match command {
         Command::Serve => commands::serve(settings).await,
         Command::Migrate => commands::migrate(settings).await,
         Command::CheckConfig => commands::check_config(settings).await,
@@ -68,6 +78,5 @@ async fn main() -> ExitCode {
             user_id,
             url,
         } => commands::send_test_event(settings, event_type, user_id, url).await,
-    };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    }
 }

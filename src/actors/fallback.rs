@@ -20,11 +20,22 @@ pub enum FetchMode {
     Sync,
 }
 
-/// A user returned by the fallback path; `created` when this request inserted the row.
+/// A user returned by the fallback path, and where it came from.
 #[derive(Clone, Debug)]
 pub struct Fetched {
     pub row: Arc<UserRow>,
-    pub created: bool,
+    pub hit: Hit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hit {
+    /// Filled by an earlier request while this one waited in the actor's mailbox.
+    Cache,
+    Database,
+    /// This request fetched the user from Clerk (and, unless `Created`, found the row already there).
+    Clerk,
+    /// This request inserted the row.
+    Created,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,13 +78,13 @@ pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched,
     if mode == FetchMode::GetOrCreate {
         // Requests queued behind the one that created the row are answered from here.
         if let Some(row) = common.cache.get(id).await {
-            return Ok(Fetched { row, created: false });
+            return Ok(Fetched { row, hit: Hit::Cache });
         }
         match common.db.lookup(id).await? {
             Lookup::Found(row) => {
                 return Ok(Fetched {
                     row: cache(state, row).await,
-                    created: false,
+                    hit: Hit::Database,
                 })
             }
             Lookup::Tombstoned => return Err(FallbackError::Gone),
@@ -110,7 +121,11 @@ pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched,
     match common.db.lookup(id).await? {
         Lookup::Found(row) => Ok(Fetched {
             row: cache(state, row).await,
-            created: outcome == Outcome::Created,
+            hit: if outcome == Outcome::Created {
+                Hit::Created
+            } else {
+                Hit::Clerk
+            },
         }),
         Lookup::Tombstoned => Err(FallbackError::Gone),
         // Only a concurrent hard delete by another replica gets here.

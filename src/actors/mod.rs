@@ -12,7 +12,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
-pub use fallback::{FallbackError, FetchMode, Fetched};
+pub use fallback::{FallbackError, FetchMode, Fetched, Hit};
 pub use supervisor::{Supervisor, SupervisorMsg};
 pub use user::UserMsg;
 

@@ -39,10 +39,16 @@ pub struct SupervisorState {
 impl SupervisorState {
     fn forget(&mut self, actor: ActorId) -> Option<Child> {
         let clerk_id = self.by_actor.remove(&actor)?;
-        match self.children.get(&clerk_id) {
+        let child = match self.children.get(&clerk_id) {
             Some(c) if c.actor.get_id() == actor => self.children.remove(&clerk_id),
             _ => None,
-        }
+        };
+        self.report();
+        child
+    }
+
+    fn report(&self) {
+        metrics::gauge!(crate::telemetry::metrics::USER_ACTORS).set(self.children.len() as f64);
     }
 }
 
@@ -66,6 +72,7 @@ impl Supervisor {
                 forwarded: 0,
             },
         );
+        state.report();
         Ok(actor)
     }
 

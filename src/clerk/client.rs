@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::ClerkUser;
 use crate::config::{ClerkSettings, Secret};
+use crate::telemetry::metrics;
 
 /// Why a Backend API call gave no answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -89,15 +90,16 @@ impl ClerkClient {
 
     /// `GET /v1/users/{id}`.
     pub async fn get_user(&self, id: &str) -> Result<ClerkUser, ClerkError> {
-        self.get_json(&format!("/v1/users/{id}")).await
+        self.get_json("get_user", &format!("/v1/users/{id}")).await
     }
 
     /// `GET /v1/jwks`: the keys session tokens are signed with.
     pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, ClerkError> {
-        self.get_json("/v1/jwks").await
+        self.get_json("jwks", "/v1/jwks").await
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClerkError> {
+    #[tracing::instrument(name = "clerk_api", skip(self), fields(operation))]
+    async fn get_json<T: DeserializeOwned>(&self, operation: &'static str, path: &str) -> Result<T, ClerkError> {
         if !self.secret_key.is_set() {
             return Err(ClerkError::NotConfigured);
         }
@@ -109,7 +111,7 @@ impl ClerkClient {
             .with_max_delay(Duration::from_secs(2))
             .with_max_times(5)
             .with_total_delay(Some(self.retry_budget));
-        (|| self.attempt::<T>(&url, deadline))
+        (|| self.attempt::<T>(operation, &url, deadline))
             .retry(backoff)
             .when(ClerkError::is_retryable)
             // 429: wait what Clerk asks, but never past our own budget (the caller then gets a 503).
@@ -121,20 +123,35 @@ impl ClerkClient {
             .await
     }
 
-    async fn attempt<T: DeserializeOwned>(&self, url: &str, deadline: Instant) -> Result<T, ClerkError> {
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<T, ClerkError> {
         // Our own budget: wait for a slot, but not past the deadline.
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, self.budget.until_ready()).await.is_err() {
             return Err(ClerkError::RateLimited(Some(Duration::from_secs(1))));
         }
-        let response = self
+        let started = Instant::now();
+        let sent = self
             .http
             .get(url)
             .bearer_auth(self.secret_key.expose())
             .header("Clerk-API-Version", &self.api_version)
             .send()
-            .await
-            .map_err(|e| ClerkError::Unavailable(describe(&e)))?;
+            .await;
+        let status_label = match &sent {
+            Ok(r) => r.status().as_str().to_owned(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        ::metrics::counter!(metrics::CLERK_API_REQUESTS, "operation" => operation, "status" => status_label)
+            .increment(1);
+        ::metrics::histogram!(metrics::CLERK_API_DURATION, "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        let response = sent.map_err(|e| ClerkError::Unavailable(describe(&e)))?;
         let status = response.status();
         match status {
             s if s.is_success() => {

@@ -9,6 +9,7 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -52,5 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{clerk_id}", get(users::get_user))
         .route("/v1/users/{clerk_id}/sync", post(users::sync_user))
         .route("/v1/me", get(users::me))
+        // After routing, so the middleware sees the route template; unmatched paths get it too.
+        .layer(middleware::from_fn(crate::telemetry::http::observe))
         .with_state(state)
 }

@@ -9,9 +9,14 @@ use axum::Json;
 
 use super::auth::{ServiceCaller, SessionUser};
 use super::{ApiError, AppState};
-use crate::actors::{FallbackError, FetchMode, Fetched};
+use crate::actors::{FallbackError, FetchMode, Fetched, Hit};
 use crate::clerk::is_user_id;
 use crate::store::UserRow;
+use crate::telemetry::metrics::{self, fallback};
+
+fn count(result: &'static str) {
+    ::metrics::counter!(metrics::FALLBACK_REQUESTS, "result" => result).increment(1);
+}
 
 pub async fn get_user(_: ServiceCaller, State(state): State<AppState>, Path(clerk_id): Path<String>) -> Response {
     get_or_create(&state, clerk_id).await
@@ -34,6 +39,7 @@ async fn get_or_create(state: &AppState, clerk_id: String) -> Response {
     }
     // The hot path: no database, no actor mailbox.
     if let Some(row) = state.cache.get(&clerk_id).await {
+        count(fallback::CACHE_HIT);
         return user_response(StatusCode::OK, row);
     }
     if state.cache.known_missing(&clerk_id).await {
@@ -55,9 +61,20 @@ fn invalid_id() -> ApiError {
 }
 
 fn answer(state: &AppState, result: Result<Fetched, FallbackError>) -> Response {
+    count(match &result {
+        Ok(Fetched { hit: Hit::Cache, .. }) => fallback::CACHE_HIT,
+        Ok(Fetched {
+            hit: Hit::Database | Hit::Clerk,
+            ..
+        }) => fallback::DB_HIT,
+        Ok(Fetched { hit: Hit::Created, .. }) => fallback::CREATED,
+        Err(FallbackError::NotFound) => fallback::NOT_FOUND,
+        Err(FallbackError::Gone) => fallback::GONE,
+        Err(_) => fallback::ERROR,
+    });
     let error = match result {
-        Ok(Fetched { row, created: true }) => return user_response(StatusCode::CREATED, row),
-        Ok(Fetched { row, created: false }) => return user_response(StatusCode::OK, row),
+        Ok(Fetched { row, hit: Hit::Created }) => return user_response(StatusCode::CREATED, row),
+        Ok(Fetched { row, .. }) => return user_response(StatusCode::OK, row),
         Err(e) => e,
     };
     let retry = state.retry_after_secs;

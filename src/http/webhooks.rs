@@ -1,30 +1,45 @@
 //! `POST /webhooks/clerk`: verify, parse, hand to the user's actor, answer 2xx only after commit.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::{ApiError, AppState};
 use crate::store::Outcome;
+use crate::telemetry::metrics::{self, event_type_label, outcome};
+use crate::webhook::{EventKind, VerifiedEvent};
+
+/// Counts the delivery in `clerk_sync_webhook_events_total{event_type, outcome}`.
+fn count(event_type: &str, outcome: &'static str) {
+    ::metrics::counter!(metrics::WEBHOOK_EVENTS, "event_type" => event_type_label(event_type), "outcome" => outcome)
+        .increment(1);
+}
 
 pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let Some(verifier) = state.verifier.as_deref() else {
+        count("unknown", outcome::FAILED);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_configured",
             "the webhook signing secret is not configured (set CLERK_WEBHOOK_SIGNING_SECRET)",
         ));
     };
-    let verified = verifier.verify(&headers, body).map_err(|e| {
+    let verified = tracing::debug_span!("verify_signature").in_scope(|| verifier.verify(&headers, body));
+    let verified = verified.map_err(|e| {
         tracing::warn!(error = %e, "webhook refused: signature did not verify");
+        count("unknown", outcome::INVALID_SIGNATURE);
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_signature",
             "missing or invalid webhook signature",
         )
     })?;
+    tracing::Span::current().record("svix_id", verified.svix_id());
     let event = match verified.parse() {
         Ok(event) => event,
         Err(invalid) => {
@@ -33,41 +48,69 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
                 reason = invalid.reason,
                 "webhook payload is not a Clerk event"
             );
-            let reason = invalid.reason.clone();
+            let (event_type, reason) = (invalid.event_type.clone(), invalid.reason.clone());
             // Recorded so the delivery can be found later; a failure to record still answers non-2xx.
-            state
-                .writer
-                .submit(invalid.into_change())
-                .await
-                .map_err(|e| ApiError::from_write(e, state.retry_after_secs))?;
+            if let Err(e) = state.writer.submit(invalid.into_change()).await {
+                count(&event_type, outcome::FAILED);
+                return Err(ApiError::from_write(e, state.retry_after_secs));
+            }
+            count(&event_type, outcome::INVALID_PAYLOAD);
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", reason));
         }
     };
-    let svix_id = event.svix_id().to_owned();
-    let event_type = event.event_type().to_owned();
-    let outcome = match event.kind() {
-        crate::webhook::EventKind::Other { .. } => state.writer.submit(event.into_change(false)).await,
-        _ => {
-            let clerk_id = event.clerk_id().unwrap_or_default().to_owned();
-            state.actors.apply_webhook(clerk_id, event).await
-        }
+    let (event_type, event_ms) = (event.event_type().to_owned(), event.timestamp_ms());
+    if let Some(clerk_id) = event.clerk_id() {
+        tracing::Span::current().record("clerk_id", clerk_id);
     }
-    .map_err(|e| {
-        tracing::warn!(svix_id, event_type, error = %e, "webhook not applied");
+    let outcome = apply(&state, event).await.map_err(|e| {
+        tracing::warn!(event_type, error = %e, "webhook not applied");
+        count(&event_type, outcome::FAILED);
         ApiError::from_write(e, state.retry_after_secs)
     })?;
     let answer = match &outcome {
         // A redelivery of a payload we refused gets the same refusal.
         Outcome::Duplicate(prior) if prior == "invalid_payload" => {
+            count(&event_type, outcome::INVALID_PAYLOAD);
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_payload",
                 "this delivery was refused before",
-            ))
+            ));
         }
+        Outcome::Duplicate(_) => outcome::DUPLICATE,
+        Outcome::Created | Outcome::Updated | Outcome::Deleted => {
+            observe_lag(event_ms);
+            outcome::APPLIED
+        }
+        Outcome::Stale | Outcome::Tombstoned => outcome::STALE,
+        Outcome::Recorded(_) => outcome::IGNORED,
+    };
+    count(&event_type, answer);
+    tracing::info!(event_type, outcome = ?outcome, "webhook processed");
+    let body = match &outcome {
         Outcome::Duplicate(_) => "duplicate",
         other => other.delivery_outcome(),
     };
-    tracing::info!(svix_id, event_type, outcome = ?outcome, "webhook processed");
-    Ok(Json(json!({"outcome": answer})))
+    Ok(Json(json!({"outcome": body})))
+}
+
+async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, crate::store::writer::WriteError> {
+    match event.kind() {
+        EventKind::Other { .. } => state.writer.submit(event.into_change(false)).await,
+        _ => {
+            let clerk_id = event.clerk_id().unwrap_or_default().to_owned();
+            let span = tracing::info_span!("user_actor", clerk_id);
+            state.actors.apply_webhook(clerk_id, event).instrument(span).await
+        }
+    }
+}
+
+/// `clerk_sync_webhook_lag_seconds`: commit time minus the event's own timestamp.
+fn observe_lag(event_ms: i64) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let lag = (now_ms - event_ms).max(0) as f64 / 1000.0;
+    ::metrics::histogram!(metrics::WEBHOOK_LAG).record(lag);
 }

@@ -211,33 +211,55 @@ impl Db {
     }
 }
 
+/// Times a database operation into `clerk_sync_db_query_duration_seconds{operation}` under a span.
+async fn timed<T>(operation: &'static str, work: impl Future<Output = T>) -> T {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let result = work.instrument(tracing::debug_span!("db", operation)).await;
+    metrics::histogram!(crate::telemetry::metrics::DB_QUERY_DURATION, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
 impl Store for Db {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
-        match self {
-            Db::Postgres(s) => s.apply(batch).await,
-            Db::Sqlite(s) => s.apply(batch).await,
-        }
+        timed("apply_batch", async {
+            match self {
+                Db::Postgres(s) => s.apply(batch).await,
+                Db::Sqlite(s) => s.apply(batch).await,
+            }
+        })
+        .await
     }
 
     async fn lookup(&self, clerk_id: &str) -> Result<Lookup, StoreError> {
-        match self {
-            Db::Postgres(s) => s.lookup(clerk_id).await,
-            Db::Sqlite(s) => s.lookup(clerk_id).await,
-        }
+        timed("lookup", async {
+            match self {
+                Db::Postgres(s) => s.lookup(clerk_id).await,
+                Db::Sqlite(s) => s.lookup(clerk_id).await,
+            }
+        })
+        .await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
-        match self {
-            Db::Postgres(s) => s.check_ready().await,
-            Db::Sqlite(s) => s.check_ready().await,
-        }
+        timed("check_ready", async {
+            match self {
+                Db::Postgres(s) => s.check_ready().await,
+                Db::Sqlite(s) => s.check_ready().await,
+            }
+        })
+        .await
     }
 
     async fn prune_deliveries(&self, age: Duration) -> Result<u64, StoreError> {
-        match self {
-            Db::Postgres(s) => s.prune_deliveries(age).await,
-            Db::Sqlite(s) => s.prune_deliveries(age).await,
-        }
+        timed("prune_deliveries", async {
+            match self {
+                Db::Postgres(s) => s.prune_deliveries(age).await,
+                Db::Sqlite(s) => s.prune_deliveries(age).await,
+            }
+        })
+        .await
     }
 }
 

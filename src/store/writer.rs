@@ -69,15 +69,19 @@ async fn run<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Job>, max_batch:
         let (changes, replies): (Vec<Change>, Vec<_>) = buffer.drain(..).map(|j| (j.change, j.reply)).unzip();
         match store.apply(&changes).await {
             Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                for ((reply, outcome), change) in replies.into_iter().zip(outcomes).zip(&changes) {
+                    count_created(change, &outcome);
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) if changes.len() > 1 && !e.is_unavailable() => {
                 tracing::warn!(error = %e, batch = changes.len(), "batch failed; applying its changes one by one");
                 for (change, reply) in changes.iter().zip(replies) {
-                    let result = store.apply(std::slice::from_ref(change)).await;
-                    let _ = reply.send(result.map(|mut o| o.remove(0)).map_err(|e| log_failure(&e, 1)));
+                    let result = store.apply(std::slice::from_ref(change)).await.map(|mut o| o.remove(0));
+                    if let Ok(outcome) = &result {
+                        count_created(change, outcome);
+                    }
+                    let _ = reply.send(result.map_err(|e| log_failure(&e, 1)));
                 }
             }
             Err(e) => {
@@ -87,6 +91,13 @@ async fn run<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Job>, max_batch:
                 }
             }
         }
+    }
+}
+
+/// `clerk_sync_users_created_total` counts exactly the committed inserts, by the path that made them.
+fn count_created(change: &Change, outcome: &Outcome) {
+    if let (Change::Upsert { via, .. }, Outcome::Created) = (change, outcome) {
+        metrics::counter!(crate::telemetry::metrics::USERS_CREATED, "source" => via.as_str()).increment(1);
     }
 }
 

@@ -11,6 +11,8 @@ use crate::store::{Change, Delivery, RecordOnly, Source, UserData};
 pub struct VerifiedEvent {
     svix_id: String,
     event_type: String,
+    /// When Clerk says the event happened (envelope `timestamp`, else the svix timestamp), ms since the epoch.
+    timestamp_ms: i64,
     kind: EventKind,
 }
 
@@ -81,6 +83,7 @@ impl VerifiedBody {
         let envelope: Envelope =
             serde_json::from_slice(self.body()).map_err(|e| invalid("unknown", format!("not a Clerk event: {e}")))?;
         let data = serde_json::Value::Object(envelope.data);
+        let timestamp_ms = to_millis(envelope.timestamp.unwrap_or(self.timestamp_secs()));
         let kind = match envelope.event_type.as_str() {
             "user.created" | "user.updated" => {
                 let user: ClerkUser = serde_json::from_value(data)
@@ -90,10 +93,9 @@ impl VerifiedBody {
             "user.deleted" => {
                 let deleted: Deleted = serde_json::from_value(data)
                     .map_err(|e| invalid(&envelope.event_type, format!("bad deleted object: {e}")))?;
-                let ts = envelope.timestamp.unwrap_or(self.timestamp_secs());
                 EventKind::Delete {
                     clerk_id: deleted.id,
-                    deleted_at_ms: to_millis(ts),
+                    deleted_at_ms: timestamp_ms,
                 }
             }
             _ => EventKind::Other {
@@ -115,6 +117,7 @@ impl VerifiedBody {
         Ok(VerifiedEvent {
             svix_id,
             event_type: envelope.event_type,
+            timestamp_ms,
             kind,
         })
     }
@@ -127,6 +130,10 @@ impl VerifiedEvent {
 
     pub fn event_type(&self) -> &str {
         &self.event_type
+    }
+
+    pub fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
     }
 
     pub fn kind(&self) -> &EventKind {

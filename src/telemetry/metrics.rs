@@ -1,0 +1,163 @@
+//! Every metric name and label value, in one place. These names are a public interface: the dashboards in
+//! `dashboards/`, the alerts and users' own queries depend on them (a test checks the dashboards against them).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const USERS_CREATED: &str = "clerk_sync_users_created_total";
+pub const WEBHOOK_EVENTS: &str = "clerk_sync_webhook_events_total";
+pub const FALLBACK_REQUESTS: &str = "clerk_sync_fallback_requests_total";
+pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
+pub const CLERK_API_DURATION: &str = "clerk_sync_clerk_api_request_duration_seconds";
+pub const WEBHOOK_LAG: &str = "clerk_sync_webhook_lag_seconds";
+pub const USER_ACTORS: &str = "clerk_sync_user_actors";
+pub const CACHE_ENTRIES: &str = "clerk_sync_cache_entries";
+pub const DB_QUERY_DURATION: &str = "clerk_sync_db_query_duration_seconds";
+pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
+pub const BUILD_INFO: &str = "clerk_sync_build_info";
+
+/// Every exported metric name (histograms export `_bucket`, `_sum` and `_count` series).
+pub const ALL: &[&str] = &[
+    USERS_CREATED,
+    WEBHOOK_EVENTS,
+    FALLBACK_REQUESTS,
+    CLERK_API_REQUESTS,
+    CLERK_API_DURATION,
+    WEBHOOK_LAG,
+    USER_ACTORS,
+    CACHE_ENTRIES,
+    DB_QUERY_DURATION,
+    HTTP_DURATION,
+    BUILD_INFO,
+];
+
+/// Label values of `clerk_sync_webhook_events_total{outcome}`.
+pub mod outcome {
+    pub const APPLIED: &str = "applied";
+    pub const DUPLICATE: &str = "duplicate";
+    pub const STALE: &str = "stale";
+    pub const IGNORED: &str = "ignored";
+    pub const INVALID_SIGNATURE: &str = "invalid_signature";
+    pub const INVALID_PAYLOAD: &str = "invalid_payload";
+    pub const FAILED: &str = "failed";
+}
+
+/// Label values of `clerk_sync_fallback_requests_total{result}`.
+pub mod fallback {
+    pub const CACHE_HIT: &str = "cache_hit";
+    pub const DB_HIT: &str = "db_hit";
+    pub const CREATED: &str = "created";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const GONE: &str = "gone";
+    pub const ERROR: &str = "error";
+}
+
+/// Event types that may appear as a label; anything else is counted as `other`, so a sender cannot create
+/// unbounded series.
+pub fn event_type_label(event_type: &str) -> &'static str {
+    match event_type {
+        "user.created" => "user.created",
+        "user.updated" => "user.updated",
+        "user.deleted" => "user.deleted",
+        _ => "other",
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const LAG_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (the `metrics` facade is process-wide) and returns its
+/// handle. Histograms get explicit buckets, so they render as histograms, not summaries.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(WEBHOOK_LAG.into()), LAG_BUCKETS)
+                .and_then(|b| b.set_buckets(LATENCY_BUCKETS));
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                // Only reachable with an empty bucket list, which the constants above are not.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; clerk-sync metrics go to it");
+            }
+            describe();
+            zero_series();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// Registers the known label sets at 0, so dashboards and `rate()` see a series before its first event.
+fn zero_series() {
+    for source in ["webhook", "fallback", "backfill"] {
+        counter!(USERS_CREATED, "source" => source).increment(0);
+    }
+    use fallback::*;
+    for result in [CACHE_HIT, DB_HIT, CREATED, NOT_FOUND, GONE, ERROR] {
+        counter!(FALLBACK_REQUESTS, "result" => result).increment(0);
+    }
+    use outcome::*;
+    for event_type in ["user.created", "user.updated", "user.deleted", "other"] {
+        for outcome in [APPLIED, DUPLICATE, STALE, IGNORED, INVALID_PAYLOAD, FAILED] {
+            counter!(WEBHOOK_EVENTS, "event_type" => event_type, "outcome" => outcome).increment(0);
+        }
+    }
+    counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_SIGNATURE).increment(0);
+}
+
+fn describe() {
+    describe_counter!(
+        USERS_CREATED,
+        "Users rows created, by the path that created them (webhook, fallback, backfill)."
+    );
+    describe_counter!(WEBHOOK_EVENTS, "Clerk webhook deliveries, by event type and outcome.");
+    describe_counter!(
+        FALLBACK_REQUESTS,
+        "API user lookups, by result (cache_hit, db_hit, created, not_found, gone, error)."
+    );
+    describe_counter!(
+        CLERK_API_REQUESTS,
+        "Requests to Clerk's Backend API, by operation and HTTP status (or error)."
+    );
+    describe_histogram!(
+        CLERK_API_DURATION,
+        Unit::Seconds,
+        "Duration of Clerk Backend API requests, by operation."
+    );
+    describe_histogram!(
+        WEBHOOK_LAG,
+        Unit::Seconds,
+        "Commit time minus the Clerk event's timestamp."
+    );
+    describe_gauge!(USER_ACTORS, "Live per-user actors.");
+    describe_gauge!(CACHE_ENTRIES, "Users held in the in-memory cache.");
+    describe_histogram!(
+        DB_QUERY_DURATION,
+        Unit::Seconds,
+        "Duration of database operations, by operation."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP server requests (OpenTelemetry semantic conventions)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
+}
+
+/// Seconds as f64 for histograms.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
