@@ -184,7 +184,7 @@ impl Application {
             Duration::from_secs(settings.webhooks.prune_interval_secs),
         ));
         let actors = state.actors.clone();
-        let upkeep = tokio::spawn(upkeep(metrics.clone(), state.cache.clone()));
+        let upkeep = tokio::spawn(upkeep(metrics.clone(), state.cache.clone(), db.clone()));
         let metrics_server = tokio::spawn(async move {
             let router = axum::Router::new().route(
                 "/metrics",
@@ -237,12 +237,15 @@ impl Application {
 }
 
 /// Keeps the exporter's histograms bounded and the gauges that are sampled rather than pushed current.
-async fn upkeep(handle: PrometheusHandle, cache: UserCache) {
+async fn upkeep(handle: PrometheusHandle, cache: UserCache, db: Arc<Db>) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
         handle.run_upkeep();
         cache.report().await;
+        let ready = tokio::time::timeout(Duration::from_secs(4), db.check_ready()).await;
+        let ready = matches!(ready, Ok(Ok(())));
+        metrics::gauge!(crate::telemetry::metrics::READY).set(if ready { 1.0 } else { 0.0 });
     }
 }
 

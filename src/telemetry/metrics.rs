@@ -18,6 +18,7 @@ pub const CACHE_ENTRIES: &str = "clerk_sync_cache_entries";
 pub const DB_QUERY_DURATION: &str = "clerk_sync_db_query_duration_seconds";
 pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const BUILD_INFO: &str = "clerk_sync_build_info";
+pub const READY: &str = "clerk_sync_ready";
 
 /// Every exported metric name (histograms export `_bucket`, `_sum` and `_count` series).
 pub const ALL: &[&str] = &[
@@ -32,6 +33,7 @@ pub const ALL: &[&str] = &[
     DB_QUERY_DURATION,
     HTTP_DURATION,
     BUILD_INFO,
+    READY,
 ];
 
 /// Label values of `clerk_sync_webhook_events_total{outcome}`.
@@ -155,6 +157,7 @@ fn describe() {
         "Duration of HTTP server requests (OpenTelemetry semantic conventions)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
+    describe_gauge!(READY, "1 when the database is reachable and migrated (what /readyz answers), else 0.");
 }
 
 /// Seconds as f64 for histograms.
