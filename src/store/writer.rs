@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::{Change, Outcome, Store, StoreError};
 
@@ -33,9 +34,13 @@ impl From<&StoreError> for WriteError {
     }
 }
 
+type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
+
 struct Job {
     change: Change,
-    reply: oneshot::Sender<Result<Outcome, WriteError>>,
+    reply: Reply,
+    /// The submitter's span: the batch's span links to it (one batch serves many requests).
+    span: tracing::Span,
 }
 
 /// A cloneable handle to submit changes.
@@ -55,10 +60,9 @@ impl Writer {
     /// Queues a change and waits until it is committed (or failed).
     pub async fn submit(&self, change: Change) -> Result<Outcome, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { change, reply })
-            .await
-            .map_err(|_| WriteError::Unavailable)?;
+        let span = tracing::Span::current();
+        let job = Job { change, reply, span };
+        self.jobs.send(job).await.map_err(|_| WriteError::Unavailable)?;
         answer.await.unwrap_or(Err(WriteError::Unavailable))
     }
 }
@@ -66,29 +70,38 @@ impl Writer {
 async fn run<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
     let mut buffer = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut buffer, max_batch).await > 0 {
-        let (changes, replies): (Vec<Change>, Vec<_>) = buffer.drain(..).map(|j| (j.change, j.reply)).unzip();
-        match store.apply(&changes).await {
-            Ok(outcomes) => {
-                for ((reply, outcome), change) in replies.into_iter().zip(outcomes).zip(&changes) {
-                    count_created(change, &outcome);
-                    let _ = reply.send(Ok(outcome));
-                }
+        let span = tracing::info_span!("write_batch", changes = buffer.len());
+        for job in &buffer {
+            span.follows_from(&job.span);
+        }
+        let (changes, replies): (Vec<Change>, Vec<Reply>) = buffer.drain(..).map(|j| (j.change, j.reply)).unzip();
+        commit(&*store, changes, replies).instrument(span).await;
+    }
+}
+
+/// Applies one batch in one transaction and answers each submitter.
+async fn commit<S: Store>(store: &S, changes: Vec<Change>, replies: Vec<Reply>) {
+    match store.apply(&changes).await {
+        Ok(outcomes) => {
+            for ((reply, outcome), change) in replies.into_iter().zip(outcomes).zip(&changes) {
+                count_created(change, &outcome);
+                let _ = reply.send(Ok(outcome));
             }
-            Err(e) if changes.len() > 1 && !e.is_unavailable() => {
-                tracing::warn!(error = %e, batch = changes.len(), "batch failed; applying its changes one by one");
-                for (change, reply) in changes.iter().zip(replies) {
-                    let result = store.apply(std::slice::from_ref(change)).await.map(|mut o| o.remove(0));
-                    if let Ok(outcome) = &result {
-                        count_created(change, outcome);
-                    }
-                    let _ = reply.send(result.map_err(|e| log_failure(&e, 1)));
+        }
+        Err(e) if changes.len() > 1 && !e.is_unavailable() => {
+            tracing::warn!(error = %e, batch = changes.len(), "batch failed; applying its changes one by one");
+            for (change, reply) in changes.iter().zip(replies) {
+                let result = store.apply(std::slice::from_ref(change)).await.map(|mut o| o.remove(0));
+                if let Ok(outcome) = &result {
+                    count_created(change, outcome);
                 }
+                let _ = reply.send(result.map_err(|e| log_failure(&e, 1)));
             }
-            Err(e) => {
-                let failure = log_failure(&e, changes.len());
-                for reply in replies {
-                    let _ = reply.send(Err(failure));
-                }
+        }
+        Err(e) => {
+            let failure = log_failure(&e, changes.len());
+            for reply in replies {
+                let _ = reply.send(Err(failure));
             }
         }
     }

@@ -157,7 +157,10 @@ fn describe() {
         "Duration of HTTP server requests (OpenTelemetry semantic conventions)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
-    describe_gauge!(READY, "1 when the database is reachable and migrated (what /readyz answers), else 0.");
+    describe_gauge!(
+        READY,
+        "1 when the database is reachable and migrated (what /readyz answers), else 0."
+    );
 }
 
 /// Seconds as f64 for histograms.
