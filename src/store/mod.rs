@@ -310,6 +310,63 @@ trait SqlTx {
     ) -> Result<(), sqlx::Error>;
 }
 
+/// The [`SqlTx`] methods whose SQL is the same on both backends (SQLite reads `$1` as a parameter numbered by
+/// first appearance, which is the order used here). Expanded inside each backend's `impl SqlTx`, whose
+/// transaction wrapper is a tuple struct around `&mut <Connection>`.
+macro_rules! portable_sql_tx_methods {
+    () => {
+        async fn insert_delivery(&mut self, d: &Delivery, outcome: &str) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (svix_id) DO NOTHING",
+            )
+            .bind(&d.svix_id)
+            .bind(&d.event_type)
+            .bind(&d.clerk_id)
+            .bind(outcome)
+            .execute(&mut *self.0)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn delivery_outcome(&mut self, svix_id: &str) -> Result<String, sqlx::Error> {
+            sqlx::query_scalar("SELECT outcome FROM clerk_sync_deliveries WHERE svix_id = $1")
+                .bind(svix_id)
+                .fetch_one(&mut *self.0)
+                .await
+        }
+
+        async fn set_delivery_outcome(&mut self, svix_id: &str, outcome: &str) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE clerk_sync_deliveries SET outcome = $2 WHERE svix_id = $1")
+                .bind(svix_id)
+                .bind(outcome)
+                .execute(&mut *self.0)
+                .await?;
+            Ok(())
+        }
+
+        async fn is_tombstoned(&mut self, clerk_id: &str) -> Result<bool, sqlx::Error> {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clerk_sync_tombstones WHERE clerk_id = $1)")
+                .bind(clerk_id)
+                .fetch_one(&mut *self.0)
+                .await
+        }
+
+        async fn insert_tombstone(&mut self, clerk_id: &str, deleted_at_ms: i64) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) VALUES ($1, $2) \
+                 ON CONFLICT (clerk_id) DO NOTHING",
+            )
+            .bind(clerk_id)
+            .bind(deleted_at_ms)
+            .execute(&mut *self.0)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+    };
+}
+pub(crate) use portable_sql_tx_methods;
+
 /// The one definition of what a change means, shared by both backends.
 async fn apply_change<T: SqlTx>(tx: &mut T, change: &Change) -> Result<Outcome, sqlx::Error> {
     // The delivery row goes first: a redelivered svix id stops here, before touching the user.

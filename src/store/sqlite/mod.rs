@@ -134,35 +134,7 @@ impl Store for SqliteStore {
 struct SqliteTx<'a>(&'a mut SqliteConnection);
 
 impl SqlTx for SqliteTx<'_> {
-    async fn insert_delivery(&mut self, d: &Delivery, outcome: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (svix_id) DO NOTHING",
-        )
-        .bind(&d.svix_id)
-        .bind(&d.event_type)
-        .bind(&d.clerk_id)
-        .bind(outcome)
-        .execute(&mut *self.0)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn delivery_outcome(&mut self, svix_id: &str) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar("SELECT outcome FROM clerk_sync_deliveries WHERE svix_id = ?1")
-            .bind(svix_id)
-            .fetch_one(&mut *self.0)
-            .await
-    }
-
-    async fn set_delivery_outcome(&mut self, svix_id: &str, outcome: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE clerk_sync_deliveries SET outcome = ?2 WHERE svix_id = ?1")
-            .bind(svix_id)
-            .bind(outcome)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(())
-    }
+    super::portable_sql_tx_methods!();
 
     async fn upsert_user(&mut self, user: &UserData, via: Source) -> Result<Upserted, sqlx::Error> {
         // SQLite has no xmax; the daemon is its only writer, so a check inside the same write transaction
@@ -188,24 +160,6 @@ impl SqlTx for SqliteTx<'_> {
             (Some(_), false) => Upserted::Created,
             (Some(_), true) => Upserted::Updated,
         })
-    }
-
-    async fn is_tombstoned(&mut self, clerk_id: &str) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clerk_sync_tombstones WHERE clerk_id = ?1)")
-            .bind(clerk_id)
-            .fetch_one(&mut *self.0)
-            .await
-    }
-
-    async fn insert_tombstone(&mut self, clerk_id: &str, deleted_at_ms: i64) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) VALUES (?1, ?2) ON CONFLICT (clerk_id) DO NOTHING",
-        )
-        .bind(clerk_id)
-        .bind(deleted_at_ms)
-        .execute(&mut *self.0)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_user(
