@@ -80,17 +80,20 @@ pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched,
         if let Some(row) = common.cache.get(id).await {
             return Ok(Fetched { row, hit: Hit::Cache });
         }
-        match common.db.lookup(id).await? {
-            Lookup::Found(row) => {
-                return Ok(Fetched {
-                    row: cache(state, row).await,
-                    hit: Hit::Database,
-                })
-            }
-            Lookup::Tombstoned => return Err(FallbackError::Gone),
-            Lookup::Missing if common.cache.known_missing(id).await => return Err(FallbackError::NotFound),
-            Lookup::Missing => {}
+    }
+    // Both modes: a deleted user is gone, whatever Clerk says now (it answers 404 after a delete).
+    match common.db.lookup(id).await? {
+        Lookup::Tombstoned => return Err(FallbackError::Gone),
+        Lookup::Found(row) if mode == FetchMode::GetOrCreate => {
+            return Ok(Fetched {
+                row: cache(state, row).await,
+                hit: Hit::Database,
+            })
         }
+        Lookup::Missing if mode == FetchMode::GetOrCreate && common.cache.known_missing(id).await => {
+            return Err(FallbackError::NotFound)
+        }
+        Lookup::Found(_) | Lookup::Missing => {}
     }
     let user = match common.clerk.get_user(id).await {
         Err(ClerkError::NotFound) => {

@@ -202,3 +202,97 @@ pub fn deleted(clerk_id: &str, timestamp: i64) -> String {
         timestamp,
     )
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The fake Clerk Backend API (wiremock) and Clerk session tokens.
+
+/// The `CLERK_SECRET_KEY` the daemon is given in tests; the fake Clerk answers only requests carrying it.
+pub const CLERK_SECRET_KEY: &str = "sk_test_clerksyncfakeclerk0000000000000000";
+
+/// The private key Clerk signs session tokens with (its public half is in `jwks.json`).
+pub const JWT_KEY: &str = include_str!("../fixtures/jwt_test_key.pem");
+/// The PEM public key of [`JWT_KEY`], as `CLERK_JWT_KEY` takes it.
+pub const JWT_PUBLIC_KEY: &str = include_str!("../fixtures/jwt_test_key.pub.pem");
+/// A key Clerk does not know.
+pub const JWT_OTHER_KEY: &str = include_str!("../fixtures/jwt_other_key.pem");
+/// What `GET /v1/jwks` serves.
+pub const JWKS: &str = include_str!("../fixtures/jwks.json");
+/// The key id of [`JWT_KEY`] in [`JWKS`].
+pub const JWT_KID: &str = "ins_test_key_1";
+/// The `azp` of tokens minted by [`session_token`].
+pub const AZP: &str = "https://app.example.com";
+
+fn bearer_secret() -> String {
+    format!("Bearer {CLERK_SECRET_KEY}")
+}
+
+/// `GET /v1/users/{user.id}` (with the secret key) answers the user object.
+pub fn user_mock(user: &ClerkUser) -> wiremock::Mock {
+    use wiremock::matchers::{header, method, path};
+    wiremock::Mock::given(method("GET"))
+        .and(path(format!("/v1/users/{}", user.id)))
+        .and(header("authorization", bearer_secret().as_str()))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(user.data()))
+}
+
+/// `GET /v1/users/{clerk_id}` answers Clerk's 404.
+pub fn not_found_mock(clerk_id: &str) -> wiremock::Mock {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("GET"))
+        .and(path(format!("/v1/users/{clerk_id}")))
+        .respond_with(wiremock::ResponseTemplate::new(404).set_body_json(json!({
+            "errors": [{"code": "resource_not_found", "message": "not found", "long_message": "User not found"}]
+        })))
+}
+
+/// `GET /v1/users/{clerk_id}` answers `status` with Clerk's error shape.
+pub fn failing_mock(clerk_id: &str, status: u16) -> wiremock::Mock {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("GET"))
+        .and(path(format!("/v1/users/{clerk_id}")))
+        .respond_with(wiremock::ResponseTemplate::new(status).set_body_json(json!({
+            "errors": [{"code": "internal_clerk_error", "message": "Oops", "long_message": "Something went wrong"}]
+        })))
+}
+
+/// `GET /v1/jwks` (with the secret key) answers [`JWKS`].
+pub fn jwks_mock() -> wiremock::Mock {
+    use wiremock::matchers::{header, method, path};
+    wiremock::Mock::given(method("GET"))
+        .and(path("/v1/jwks"))
+        .and(header("authorization", bearer_secret().as_str()))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
+}
+
+/// Claims of a Clerk session token for `sub`, valid from now for `exp_in` seconds.
+pub fn session_claims(sub: &str, azp: &str, exp_in: i64) -> Value {
+    let now = now_secs();
+    json!({
+        "sub": sub,
+        "azp": azp,
+        "iat": now - 5,
+        "nbf": now - 10,
+        "exp": now + exp_in,
+        "iss": "https://clerk.example.com",
+        "sid": format!("sess_{}", random_tail(27)),
+        "v": 2
+    })
+}
+
+/// An RS256 token over `claims`, signed with `key` (PEM) under `kid`.
+pub fn sign_token(key: &str, kid: &str, claims: &Value) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    encode(
+        &header,
+        claims,
+        &EncodingKey::from_rsa_pem(key.as_bytes()).expect("test key is not an RSA PEM"),
+    )
+    .expect("cannot sign the test token")
+}
+
+/// A valid session token for `sub` (azp [`AZP`], expires in 60 s), signed by Clerk's key.
+pub fn session_token(sub: &str) -> String {
+    sign_token(JWT_KEY, JWT_KID, &session_claims(sub, AZP, 60))
+}

@@ -10,8 +10,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use wiremock::MockServer;
 
-use crate::clerk::now_secs;
+use crate::clerk::{now_secs, CLERK_SECRET_KEY};
 pub use crate::test_db::{DbBlock, TestDatabase, TestDb};
 
 /// Runs one test body on both backends: `both_backends!(name, |backend| async move { ... });` expands to
@@ -84,6 +85,8 @@ pub struct TestApp {
     pub secret: String,
     pub db: TestDb,
     pub client: reqwest::Client,
+    /// The fake Clerk Backend API, when spawned with [`spawn_app_with_clerk`].
+    pub clerk: Option<MockServer>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), StartError>>>,
     extra_env: Vec<(String, String)>,
@@ -98,6 +101,39 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, extra_env: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
     spawn_app_on(database, extra_env).await
+}
+
+/// The service tokens [`spawn_app_with_clerk`] configures (two, for rotation).
+pub const SERVICE_TOKEN: &str = "tok_a";
+pub const OTHER_SERVICE_TOKEN: &str = "tok_b";
+
+/// Spawns the daemon with a fake Clerk (a fresh `MockServer`, kept in `TestApp::clerk`): `CLERK_API_URL`,
+/// `CLERK_SECRET_KEY` and `CLERK_SYNC_API_TOKENS=tok_a,tok_b` are set; `extra_env` comes after (an empty value
+/// unsets). No mock is mounted: each test mounts what Clerk should answer.
+pub async fn spawn_app_with_clerk(backend: Backend, extra_env: &[(&str, &str)]) -> TestApp {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    let tokens = format!("{SERVICE_TOKEN},{OTHER_SERVICE_TOKEN}");
+    let mut env: Vec<(&str, &str)> = vec![
+        ("CLERK_API_URL", uri.as_str()),
+        ("CLERK_SECRET_KEY", CLERK_SECRET_KEY),
+        ("CLERK_SYNC_API_TOKENS", tokens.as_str()),
+    ];
+    env.extend_from_slice(extra_env);
+    let mut app = spawn_app_with(backend, &env).await;
+    app.clerk = Some(server);
+    app
+}
+
+/// An answer of the `/v1` API.
+#[derive(Debug)]
+pub struct ApiAnswer {
+    pub status: StatusCode,
+    /// The body as JSON (`null` when it is not JSON).
+    pub json: Value,
+    /// The raw body, for checks that nothing internal leaks.
+    pub body: String,
+    pub retry_after: Option<String>,
 }
 
 /// Spawns the daemon on a database the test prepared (e.g. with an app-made `users` table).
@@ -140,6 +176,7 @@ async fn spawn_with_secret(database: TestDatabase, secret: String, extra_env: &[
             .timeout(Duration::from_secs(30))
             .build()
             .expect("reqwest client"),
+        clerk: None,
         shutdown: Some(tx),
         server: Some(server),
         extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -207,6 +244,72 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("GET {path} failed to send: {e}"))
     }
 
+    /// `GET /v1/users/{clerk_id}` with `Authorization: Bearer <token>` (`clerk_id` is put in the path as is).
+    pub async fn get_user(&self, clerk_id: &str, token: &str) -> ApiAnswer {
+        self.api(
+            "GET",
+            &format!("/v1/users/{clerk_id}"),
+            Some(&format!("Bearer {token}")),
+        )
+        .await
+    }
+
+    /// `POST /v1/users/{clerk_id}/sync` with `Authorization: Bearer <token>`.
+    pub async fn sync_user(&self, clerk_id: &str, token: &str) -> ApiAnswer {
+        self.api(
+            "POST",
+            &format!("/v1/users/{clerk_id}/sync"),
+            Some(&format!("Bearer {token}")),
+        )
+        .await
+    }
+
+    /// `GET /v1/me` with `Authorization: Bearer <jwt>`.
+    pub async fn me(&self, jwt: &str) -> ApiAnswer {
+        self.api("GET", "/v1/me", Some(&format!("Bearer {jwt}"))).await
+    }
+
+    /// Any request to the API, with exactly this `Authorization` header value (or none).
+    pub async fn api(&self, method: &str, path: &str, authorization: Option<&str>) -> ApiAnswer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("bad method");
+        let mut request = self.client.request(method.clone(), format!("{}{path}", self.address));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} failed to send: {e}"));
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("<not ascii>").to_string());
+        let body = response.text().await.expect("cannot read the response body");
+        ApiAnswer {
+            status,
+            json: serde_json::from_str(&body).unwrap_or(Value::Null),
+            body,
+            retry_after,
+        }
+    }
+
+    /// The fake Clerk (panics when the app was not spawned with one).
+    pub fn clerk(&self) -> &MockServer {
+        self.clerk.as_ref().expect("spawn the app with spawn_app_with_clerk")
+    }
+
+    /// How many requests the fake Clerk received whose path starts with `prefix` (e.g. `/v1/users/`).
+    pub async fn clerk_requests(&self, prefix: &str) -> usize {
+        self.clerk()
+            .received_requests()
+            .await
+            .expect("wiremock request recording is disabled")
+            .iter()
+            .filter(|r| r.url.path().starts_with(prefix))
+            .count()
+    }
+
     /// Polls `/readyz` until it answers 200, failing after `within`.
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
@@ -235,9 +338,12 @@ impl TestApp {
         let extra: Vec<(String, String)> = std::mem::take(&mut self.extra_env);
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let secret = self.secret.clone();
+        let clerk = self.clerk.take();
         // Move the database out: replace it with a throwaway SQLite one, which cleans up after itself.
         let database = std::mem::replace(&mut self.database, TestDatabase::create(Backend::Sqlite).await);
-        spawn_with_secret(database, secret, &extra).await
+        let mut app = spawn_with_secret(database, secret, &extra).await;
+        app.clerk = clerk;
+        app
     }
 
     /// Sends the shutdown signal and waits (at most 15 s) for `run_until_stopped` to return `Ok(())`.

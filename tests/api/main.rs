@@ -2,12 +2,18 @@
 
 #[macro_use]
 mod helpers;
+mod api_checks;
 mod clerk;
 mod test_db;
 
 mod adoption;
+mod api_auth;
 mod availability;
 mod concurrency;
 mod deletes;
+mod fallback;
+mod fallback_concurrency;
+mod session;
 mod signatures;
+mod sync;
 mod webhooks;
