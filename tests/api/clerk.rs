@@ -1,34 +1,8 @@
 //! Clerk webhook payloads shaped as in Clerk's docs (envelope + user object).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock before 1970")
-        .as_millis() as i64
-}
-
-pub fn now_secs() -> i64 {
-    now_ms() / 1000
-}
-
-fn random_tail(len: usize) -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), len)
-}
-
-/// `user_` + 27 alphanumerics, like `user_29w83sxmDNGwOuEthce5gg56FcC`.
-pub fn user_id() -> String {
-    format!("user_{}", random_tail(27))
-}
-
-/// A fresh Svix message id, like `msg_2Lh9KRb6pzqBjHMFl5wd3Ehq1Ab`.
-pub fn svix_id() -> String {
-    format!("msg_{}", random_tail(27))
-}
+pub use crate::ids::{now_ms, now_secs, random_tail, svix_id, user_id};
 
 fn ident_id() -> String {
     format!("idn_{}", random_tail(27))

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use base64::Engine;
 use clerk_sync::config::Settings;
 use clerk_sync::{Application, StartError};
 use reqwest::StatusCode;
@@ -13,6 +12,7 @@ use tokio::task::JoinHandle;
 use wiremock::MockServer;
 
 use crate::clerk::{now_secs, CLERK_SECRET_KEY};
+pub use crate::ids::{new_secret, sign};
 pub use crate::test_db::{DbBlock, TestDatabase, TestDb};
 
 /// Runs one test body on both backends: `both_backends!(name, |backend| async move { ... });` expands to
@@ -42,20 +42,6 @@ macro_rules! both_backends {
 pub enum Backend {
     Postgres,
     Sqlite,
-}
-
-/// `whsec_` + base64 of 24 random bytes, as Clerk shows it.
-pub fn new_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
-}
-
-/// Signs `body` as Svix would: `v1,<base64>`.
-pub fn sign(secret: &str, svix_id: &str, timestamp: i64, body: &[u8]) -> String {
-    svix::webhooks::Webhook::new(secret)
-        .expect("test secret does not decode")
-        .sign(svix_id, timestamp, body)
-        .expect("signing failed")
 }
 
 /// Settings for the daemon on `database`: the base test environment, then `extra_env` (an empty value unsets).

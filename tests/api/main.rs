@@ -1,5 +1,7 @@
 //! Black-box tests of the daemon over HTTP, every case on Postgres and on SQLite.
 
+#[path = "../support/ids.rs"]
+mod ids;
 #[macro_use]
 mod helpers;
 mod api_checks;

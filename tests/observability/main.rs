@@ -9,6 +9,8 @@
 mod common;
 mod daemon;
 mod dashboards;
+#[path = "../support/ids.rs"]
+mod ids;
 mod metrics_endpoint;
 mod otlp;
 mod prometheus;
