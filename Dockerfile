@@ -1,6 +1,6 @@
 # clerk-sync: multi-stage build, non-root runtime.
 #   docker build -t clerk-sync .
-FROM rust:1.88-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
