@@ -57,13 +57,15 @@ pub mod fallback {
     pub const ERROR: &str = "error";
 }
 
-/// Event types that may appear as a label; anything else is counted as `other`, so a sender cannot create
-/// unbounded series.
+/// Event types that may appear as a label: the three user events, `unknown` when the type could not be read
+/// (or the signature did not verify), and `other` for any other type, so a sender cannot create unbounded
+/// series.
 pub fn event_type_label(event_type: &str) -> &'static str {
     match event_type {
         "user.created" => "user.created",
         "user.updated" => "user.updated",
         "user.deleted" => "user.deleted",
+        "unknown" => "unknown",
         _ => "other",
     }
 }
@@ -118,6 +120,7 @@ fn zero_series() {
         }
     }
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_SIGNATURE).increment(0);
+    counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_PAYLOAD).increment(0);
 }
 
 fn describe() {
