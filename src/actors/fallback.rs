@@ -82,7 +82,9 @@ pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched,
         }
     }
     // Both modes: a deleted user is gone, whatever Clerk says now (it answers 404 after a delete).
-    match common.db.lookup(id).await? {
+    let stored = common.db.lookup(id).await?;
+    let row_exists = matches!(stored, Lookup::Found(_));
+    match stored {
         Lookup::Tombstoned => return Err(FallbackError::Gone),
         Lookup::Found(row) if mode == FetchMode::GetOrCreate => {
             return Ok(Fetched {
@@ -97,7 +99,10 @@ pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched,
     }
     let user = match common.clerk.get_user(id).await {
         Err(ClerkError::NotFound) => {
-            common.cache.remember_missing(id).await;
+            // A stored row stays readable until its user.deleted arrives; only a true miss is remembered.
+            if !row_exists {
+                common.cache.remember_missing(id).await;
+            }
             return Err(FallbackError::NotFound);
         }
         other => other?,

@@ -158,3 +158,25 @@ both_backends!(sync_of_a_missing_user_creates_it, |backend| async move {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     app.clerk().verify().await;
 });
+
+both_backends!(sync_404_for_a_stored_user_keeps_it_readable, |backend| async move {
+    // Clerk already forgot the user but its user.deleted has not arrived: the row stays until it does.
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let user = ClerkUser::new(now_ms() - 60_000);
+    app.expect_outcome(&user.created(), &svix_id(), "applied").await;
+    not_found_mock(&user.id).expect(1).mount(app.clerk()).await;
+
+    let synced = app.sync_user(&user.id, SERVICE_TOKEN).await;
+    assert_error(
+        &synced,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "sync of a user Clerk no longer knows",
+    );
+
+    let after = app.get_user(&user.id, SERVICE_TOKEN).await;
+    assert_eq!(after.status, StatusCode::OK, "GET after the sync: {}", after.body);
+    assert_user_json(&after.json, &user, "webhook", "webhook");
+    assert_eq!(app.db.count_users(&user.id).await, 1);
+    app.clerk().verify().await;
+});
