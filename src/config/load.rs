@@ -76,11 +76,13 @@ impl Settings {
             merge(&mut table, overlay);
         }
         apply_env(&mut table, env)?;
-        let settings: Settings = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let mut settings: Settings = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let (section, key) = path.split_once('.').unwrap_or((path.as_str(), ""));
             ConfigError::invalid(section, key, e.inner().message().to_string())
         })?;
+        // Environment files often carry a PEM on one line with literal `\n`s.
+        settings.clerk.jwt_key = settings.clerk.jwt_key.replace("\\n", "\n");
         settings.validate()?;
         Ok(settings)
     }
@@ -236,6 +238,14 @@ mod tests {
         assert_eq!(s.actors.idle_timeout_ms, 1500);
         assert_eq!(s.api.tokens.len(), 2);
         assert_eq!(s.clerk.webhook_signing_secret.expose(), "whsec_bmV3");
+    }
+
+    #[test]
+    fn one_line_pem_keys_are_accepted() {
+        let pem = include_str!("../../tests/fixtures/jwt_test_key.pub.pem");
+        let one_line = pem.trim_end().replace('\n', "\\n");
+        let s = load(&[("CLERK_JWT_KEY", one_line.as_str())]).expect("valid");
+        assert_eq!(s.clerk.jwt_key, pem.trim_end());
     }
 
     #[test]
