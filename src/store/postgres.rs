@@ -56,6 +56,18 @@ impl PgStore {
 impl Store for PgStore {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Replicas sharing this database serialize per user too: without the lock a create on one replica and
+        // a delete on another could each miss the other's uncommitted row (READ COMMITTED) and leave a live row
+        // beside a tombstone. Locks are taken in sorted order, so two batches never deadlock on each other.
+        let mut users: Vec<&str> = batch.iter().filter_map(Change::clerk_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        if !users.is_empty() {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(u, 0)) FROM unnest($1::text[]) AS u")
+                .bind(&users)
+                .execute(&mut *tx)
+                .await?;
+        }
         let outcomes = apply_all(&mut PgTx(&mut tx), batch).await?;
         tx.commit().await?;
         Ok(outcomes)

@@ -87,6 +87,15 @@ impl Change {
             Change::Record { delivery, .. } => Some(delivery),
         }
     }
+
+    /// The user this change writes, if any.
+    pub(super) fn clerk_id(&self) -> Option<&str> {
+        match self {
+            Change::Upsert { user, .. } => Some(&user.clerk_id),
+            Change::Delete { clerk_id, .. } => Some(clerk_id),
+            Change::Record { .. } => None,
+        }
+    }
 }
 
 /// What applying a [`Change`] did.

@@ -170,7 +170,47 @@ async fn spawn_with_secret(database: TestDatabase, secret: String, extra_env: &[
     }
 }
 
+/// A second daemon on a [`TestApp`]'s database, as another replica would be. Stops when dropped.
+pub struct Replica {
+    pub address: String,
+    _shutdown: oneshot::Sender<()>,
+}
+
 impl TestApp {
+    /// Starts another daemon on the same database with the same settings.
+    pub async fn spawn_replica(&self) -> Replica {
+        let extra: Vec<(&str, &str)> = self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let app = Application::build(settings_for(&self.database, &self.secret, &extra))
+            .await
+            .unwrap_or_else(|e| panic!("the replica did not build: {e}"));
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        Replica { address, _shutdown: tx }
+    }
+
+    /// Signs and POSTs a webhook to `address` (this app's or a replica's).
+    pub async fn deliver_to(&self, address: &str, body: &str, svix_id: &str) -> (StatusCode, Value) {
+        let timestamp = now_secs();
+        let response = self
+            .client
+            .post(format!("{address}/webhooks/clerk"))
+            .header("content-type", "application/json")
+            .header("svix-id", svix_id)
+            .header("svix-timestamp", timestamp.to_string())
+            .header(
+                "svix-signature",
+                sign(&self.secret, svix_id, timestamp, body.as_bytes()),
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /webhooks/clerk failed to send");
+        into_json(response).await
+    }
+
     /// Signs `body` with the app's secret and a fresh timestamp, and POSTs it with `svix-*` headers.
     pub async fn post_webhook(&self, body: &str, svix_id: &str) -> reqwest::Response {
         let timestamp = now_secs();
