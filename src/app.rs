@@ -221,13 +221,17 @@ impl Application {
         pruner.abort();
         upkeep.abort();
         metrics_server.abort();
+        // Queued actor work and the writer share one more shutdown period.
+        let until = tokio::time::Instant::now() + timeout;
         if !actors.drain(timeout).await {
             tracing::warn!("user actors did not drain in time");
         }
         drop(actors);
-        let _ = supervisor_task.await;
+        if tokio::time::timeout_at(until, supervisor_task).await.is_err() {
+            tracing::warn!("the supervisor did not stop in time");
+        }
         // Every writer handle is gone with the router and the actors: the writer drains its queue and ends.
-        if tokio::time::timeout(timeout, writer_task).await.is_err() {
+        if tokio::time::timeout_at(until, writer_task).await.is_err() {
             tracing::warn!("the writer did not finish in time");
         }
         db.close().await;
