@@ -34,6 +34,21 @@ fn user_json() -> serde_json::Value {
     })
 }
 
+/// Clerk answers `failure` to the first request and the user to the second (each exactly once).
+async fn fails_once_then_ok(server: &MockServer, failure: ResponseTemplate) {
+    Mock::given(path(user_path()))
+        .respond_with(failure)
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(server)
+        .await;
+    Mock::given(path(user_path()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(user_json()))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
 fn user_path() -> String {
     format!("/v1/users/{USER}")
 }
@@ -86,17 +101,7 @@ async fn other_4xx_are_not_retried() {
 #[tokio::test]
 async fn server_error_then_success_is_retried() {
     let server = MockServer::start().await;
-    Mock::given(path(user_path()))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(user_path()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(user_json()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    fails_once_then_ok(&server, ResponseTemplate::new(500)).await;
     assert_eq!(
         client(&server, |_| {}).await.get_user(USER).await.expect("retried").id,
         USER
@@ -106,17 +111,7 @@ async fn server_error_then_success_is_retried() {
 #[tokio::test]
 async fn too_many_requests_honours_retry_after() {
     let server = MockServer::start().await;
-    Mock::given(path(user_path()))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path(user_path()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(user_json()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    fails_once_then_ok(&server, ResponseTemplate::new(429).insert_header("retry-after", "1")).await;
     let started = Instant::now();
     client(&server, |_| {})
         .await
