@@ -14,7 +14,7 @@ use crate::cache::UserCache;
 use crate::clerk::{ClerkClient, JwtVerifier};
 use crate::config::Settings;
 use crate::http::{router, AppState};
-use crate::store::writer::Writer;
+use crate::store::writer::{Writer, WriterOptions};
 use crate::store::{Db, Store, StoreError};
 use crate::webhook::Verifier;
 
@@ -115,17 +115,27 @@ impl Application {
         }
         let jwt = JwtVerifier::new(&settings.clerk, clerk.clone()).map_err(|e| StartError::Clerk(e.to_string()))?;
         let cache = UserCache::new(&settings.cache);
-        let (writer, writer_task) = Writer::spawn(db.clone(), settings.writer.max_batch);
-        let (actors, supervisor_task) = Actors::start(UserArgs {
+        // SQLite has one writer: batches in flight would only wait on each other's file lock.
+        let in_flight = if settings.database.is_postgres() {
+            settings.writer.in_flight
+        } else {
+            1
+        };
+        let options = WriterOptions {
+            max_batch: settings.writer.max_batch,
+            in_flight,
+        };
+        let (writer, writer_task) = Writer::spawn(db.clone(), options);
+        let args = UserArgs {
             db: db.clone(),
             writer: writer.clone(),
             cache: cache.clone(),
             clerk,
-            idle_timeout: Duration::from_millis(settings.actors.idle_timeout_ms),
             hard_delete: settings.hard_delete(),
-        })
-        .await
-        .map_err(|e| StartError::Actors(e.to_string()))?;
+        };
+        let (actors, supervisor_task) = Actors::start(args, settings.actors.shards)
+            .await
+            .map_err(|e| StartError::Actors(e.to_string()))?;
 
         let state = AppState {
             db: db.clone(),
@@ -136,6 +146,8 @@ impl Application {
             jwt: Arc::new(jwt),
             api_tokens: Arc::new(settings.api.tokens.clone()),
             retry_after_secs: settings.server.retry_after_secs,
+            answer_timeout: settings.webhooks.answer_timeout(),
+            counters: crate::http::Counters::new(),
         };
         Ok(Application {
             listener,
@@ -200,37 +212,42 @@ impl Application {
             "clerk-sync is serving"
         );
 
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // One deadline for the whole shutdown, counted from the signal: in-flight requests, then queued lane
+        // work and the writer share what is left of it.
+        let (until_tx, until_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
         let graceful = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stopping_tx.send(());
+            let _ = until_tx.send(Some(tokio::time::Instant::now() + timeout));
         };
         let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+        let mut stopping = until_rx.clone();
         let deadline = async move {
-            match stopping_rx.await {
-                Ok(()) => tokio::time::sleep(timeout).await,
-                Err(_) => std::future::pending().await,
+            match stopping.wait_for(Option::is_some).await.map(|until| *until) {
+                Ok(Some(until)) => tokio::time::sleep_until(until).await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
             served = server => served.map_err(StartError::Serve)?,
             () = deadline => tracing::warn!(?timeout, "in-flight requests did not finish in time; stopping anyway"),
         }
+        let until = (*until_rx.borrow()).unwrap_or_else(|| tokio::time::Instant::now() + timeout);
 
         pruner.abort();
         upkeep.abort();
         metrics_server.abort();
-        // Queued actor work and the writer share one more shutdown period.
-        let until = tokio::time::Instant::now() + timeout;
-        if !actors.drain(timeout).await {
-            tracing::warn!("user actors did not drain in time");
+        if !actors
+            .drain(until.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            tracing::warn!("user lanes did not drain in time");
         }
         drop(actors);
         if tokio::time::timeout_at(until, supervisor_task).await.is_err() {
-            tracing::warn!("the supervisor did not stop in time");
+            tracing::warn!("the shards did not stop in time");
         }
-        // Every writer handle is gone with the router and the actors: the writer drains its queue and ends.
+        // Every writer handle is gone with the router and the lanes: the writer drains its queue and ends.
         if tokio::time::timeout_at(until, writer_task).await.is_err() {
             tracing::warn!("the writer did not finish in time");
         }

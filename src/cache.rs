@@ -1,18 +1,36 @@
 //! In-memory caches in front of the database: existing users (the hot path of every API call) and ids Clerk
-//! recently said do not exist. Only a user's actor fills or clears its entry, after its own reads and
-//! commits, so on one replica a read never returns data older than a committed write.
+//! recently said do not exist. Only a user's lane fills or clears its entry, after its own reads and commits,
+//! so on one replica a read never returns data older than a committed write.
+//!
+//! A user is cached as the JSON the API answers with, serialized once: a hit costs a lookup and a reference
+//! count, and one compact buffer per user is the least memory a full cache can take.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use moka::future::Cache;
 
 use crate::config::CacheSettings;
 use crate::store::UserRow;
 
+/// A user as the API shows it: its JSON, ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserJson(Bytes);
+
+impl UserJson {
+    pub fn from_row(row: &UserRow) -> Self {
+        // A struct of strings and integers always serializes.
+        UserJson(serde_json::to_vec(row).map(Bytes::from).unwrap_or_default())
+    }
+
+    pub fn bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UserCache {
-    users: Cache<String, Arc<UserRow>>,
+    users: Cache<String, UserJson>,
     not_found: Cache<String, ()>,
 }
 
@@ -30,13 +48,13 @@ impl UserCache {
         }
     }
 
-    pub async fn get(&self, clerk_id: &str) -> Option<Arc<UserRow>> {
+    pub async fn get(&self, clerk_id: &str) -> Option<UserJson> {
         self.users.get(clerk_id).await
     }
 
-    pub async fn put(&self, row: Arc<UserRow>) {
-        self.not_found.invalidate(&row.clerk_id).await;
-        self.users.insert(row.clerk_id.clone(), row).await;
+    pub async fn put(&self, clerk_id: &str, user: UserJson) {
+        self.not_found.invalidate(clerk_id).await;
+        self.users.insert(clerk_id.to_owned(), user).await;
     }
 
     pub async fn invalidate(&self, clerk_id: &str) {
@@ -56,6 +74,7 @@ impl UserCache {
     /// Settles moka's pending bookkeeping and publishes `clerk_sync_cache_entries`.
     pub async fn report(&self) {
         self.users.run_pending_tasks().await;
+        self.not_found.run_pending_tasks().await;
         metrics::gauge!(crate::telemetry::metrics::CACHE_ENTRIES).set(self.users.entry_count() as f64);
     }
 }

@@ -1,18 +1,29 @@
-//! The fallback path, run inside a user's actor: get-or-create from Clerk, and on-demand re-sync.
+//! The fallback path: get-or-create from Clerk, and on-demand re-sync.
 //!
-//! Because it runs in the actor, N concurrent requests for one unknown user queue behind the first: it calls
-//! Clerk once and inserts; the others then find the row (in the cache) — single flight without extra locks.
+//! Clerk I/O never runs inside a user's lane, so a webhook for a user is applied at its usual speed while a
+//! lookup of that user waits on a slow Clerk. Concurrent lookups of one user join one *flight*: a shared future
+//! that calls Clerk (with its retries) once and hands every waiter the same outcome, success or failure. The
+//! flight runs only while someone waits on it: when every caller has gone away it is dropped, and no further
+//! Clerk call is made. Its result is written through the user's lane, under the same ordering guard and
+//! tombstone rule as a webhook, so the newest state wins and only one row is ever inserted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::user::UserState;
+use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+
+use super::lane::{Job, Stored};
+use super::{ShardMsg, UserArgs};
+use crate::cache::UserJson;
 use crate::clerk::ClerkError;
 use crate::store::writer::WriteError;
-use crate::store::{Change, Lookup, Outcome, Source, Store, StoreError, UserRow};
+use crate::store::{Change, Outcome, Source, StoreError};
 
 /// What a fallback request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FetchMode {
     /// Return the stored user, creating it from Clerk when missing.
     GetOrCreate,
@@ -23,18 +34,17 @@ pub enum FetchMode {
 /// A user returned by the fallback path, and where it came from.
 #[derive(Clone, Debug)]
 pub struct Fetched {
-    pub row: Arc<UserRow>,
+    pub json: UserJson,
     pub hit: Hit,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hit {
-    /// Filled by an earlier request while this one waited in the actor's mailbox.
     Cache,
     Database,
     /// This request fetched the user from Clerk (and, unless `Created`, found the row already there).
     Clerk,
-    /// This request inserted the row.
+    /// This request inserted the row (of the requests sharing a flight, exactly one is told so).
     Created,
 }
 
@@ -72,76 +82,152 @@ impl From<ClerkError> for FallbackError {
     }
 }
 
-pub(super) async fn fetch(state: &UserState, mode: FetchMode) -> Result<Fetched, FallbackError> {
-    let id = state.clerk_id.as_str();
-    let common = &state.common;
-    if mode == FetchMode::GetOrCreate {
-        // Requests queued behind the one that created the row are answered from here.
-        if let Some(row) = common.cache.get(id).await {
-            return Ok(Fetched { row, hit: Hit::Cache });
+/// What a flight hands each of its waiters.
+#[derive(Clone, Debug)]
+pub struct FlightOutcome {
+    json: UserJson,
+    created: bool,
+    /// Taken by the first waiter to see a creation, so one answer says "created".
+    claimed: Arc<AtomicBool>,
+}
+
+pub type FlightHandle = Shared<BoxFuture<'static, Result<FlightOutcome, FallbackError>>>;
+pub type WeakFlight = WeakShared<BoxFuture<'static, Result<FlightOutcome, FallbackError>>>;
+
+pub struct Flight;
+
+impl Flight {
+    /// A new flight for `clerk_id`. Nothing runs until a waiter polls it.
+    pub(super) fn start(
+        ctx: Arc<UserArgs>,
+        shard: ActorRef<ShardMsg>,
+        clerk_id: String,
+        mode: FetchMode,
+        id: u64,
+    ) -> (FlightHandle, WeakFlight) {
+        let flight = async move {
+            let result = fly(&ctx, &shard, &clerk_id, mode).await;
+            let _ = shard.send_message(ShardMsg::FlightDone { clerk_id, mode, id });
+            result
         }
+        .boxed()
+        .shared();
+        // A flight that was never polled cannot have completed, so it can always be downgraded.
+        let weak = flight
+            .downgrade()
+            .unwrap_or_else(|| unreachable!("a new flight has not completed"));
+        (flight, weak)
     }
-    // Both modes: a deleted user is gone, whatever Clerk says now (it answers 404 after a delete).
-    let stored = common.db.lookup(id).await?;
-    let row_exists = matches!(stored, Lookup::Found(_));
-    match stored {
-        Lookup::Tombstoned => return Err(FallbackError::Gone),
-        Lookup::Found(row) if mode == FetchMode::GetOrCreate => {
-            return Ok(Fetched {
-                row: cache(state, row).await,
-                hit: Hit::Database,
-            })
-        }
-        Lookup::Missing if mode == FetchMode::GetOrCreate && common.cache.known_missing(id).await => {
-            return Err(FallbackError::NotFound)
-        }
-        Lookup::Found(_) | Lookup::Missing => {}
-    }
-    let user = match common.clerk.get_user(id).await {
+}
+
+/// One Clerk call sequence and its write.
+async fn fly(
+    ctx: &UserArgs,
+    shard: &ActorRef<ShardMsg>,
+    clerk_id: &str,
+    mode: FetchMode,
+) -> Result<FlightOutcome, FallbackError> {
+    let user = match ctx.clerk.get_user(clerk_id).await {
         Err(ClerkError::NotFound) => {
             // A stored row stays readable until its user.deleted arrives; only a true miss is remembered.
-            if !row_exists {
-                common.cache.remember_missing(id).await;
+            if mode == FetchMode::GetOrCreate {
+                ctx.cache.remember_missing(clerk_id).await;
             }
             return Err(FallbackError::NotFound);
         }
         other => other?,
     };
-    if user.id != id {
+    if user.id != clerk_id {
         return Err(FallbackError::ClerkFailed(format!(
-            "asked for {id}, Clerk returned {}",
+            "asked for {clerk_id}, Clerk returned {}",
             user.id
         )));
     }
-    let change = Change::Upsert {
+    let change = Box::new(Change::Upsert {
         user: user.into_user_data(),
         via: Source::Fallback,
         delivery: None,
-    };
-    let outcome = common.writer.submit(change).await.map_err(FallbackError::Store)?;
-    common.cache.invalidate(id).await;
+    });
+    let (outcome, stored) = run(shard, clerk_id, |reply| Job::Apply { change, reply }).await??;
     if outcome == Outcome::Created {
         tracing::info!(
-            clerk_id = id,
+            clerk_id,
             "user not found in the database; created from Clerk (fallback)"
         );
     }
-    match common.db.lookup(id).await? {
-        Lookup::Found(row) => Ok(Fetched {
-            row: cache(state, row).await,
-            hit: if outcome == Outcome::Created {
-                Hit::Created
-            } else {
-                Hit::Clerk
-            },
+    match stored {
+        Stored::Found(json) => Ok(FlightOutcome {
+            json,
+            created: outcome == Outcome::Created,
+            claimed: Arc::new(AtomicBool::new(false)),
         }),
-        Lookup::Tombstoned => Err(FallbackError::Gone),
-        // Only a concurrent hard delete by another replica gets here.
-        Lookup::Missing => Err(FallbackError::Gone),
+        // Tombstoned; or Missing, which only a concurrent hard delete by another replica causes.
+        Stored::Tombstoned | Stored::Missing => Err(FallbackError::Gone),
     }
 }
 
-async fn cache(state: &UserState, row: Arc<UserRow>) -> Arc<UserRow> {
-    state.common.cache.put(row.clone()).await;
-    row
+/// Runs a job in the lane of `clerk_id` and waits for its answer.
+async fn run<T>(
+    shard: &ActorRef<ShardMsg>,
+    clerk_id: &str,
+    job: impl FnOnce(ractor::RpcReplyPort<T>) -> Job,
+) -> Result<T, FallbackError>
+where
+    T: Send + 'static,
+{
+    let called = shard
+        .call(
+            |reply| ShardMsg::Run {
+                clerk_id: clerk_id.to_owned(),
+                job: job(reply),
+            },
+            None,
+        )
+        .await;
+    match called {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        // The shard stopped (shutdown).
+        Ok(_) | Err(_) => Err(FallbackError::Store(WriteError::Unavailable)),
+    }
+}
+
+/// The fallback for one request.
+pub(super) async fn fetch(
+    ctx: &UserArgs,
+    shard: &ActorRef<ShardMsg>,
+    clerk_id: String,
+    mode: FetchMode,
+) -> Result<Fetched, FallbackError> {
+    if mode == FetchMode::GetOrCreate {
+        if let Some(json) = ctx.cache.get(&clerk_id).await {
+            return Ok(Fetched { json, hit: Hit::Cache });
+        }
+    }
+    // Both modes: a deleted user is gone, whatever Clerk says now (it answers 404 after a delete).
+    match run(shard, &clerk_id, |reply| Job::Load { reply }).await?? {
+        Stored::Tombstoned => return Err(FallbackError::Gone),
+        Stored::Found(json) if mode == FetchMode::GetOrCreate => {
+            return Ok(Fetched {
+                json,
+                hit: Hit::Database,
+            })
+        }
+        Stored::Missing if mode == FetchMode::GetOrCreate && ctx.cache.known_missing(&clerk_id).await => {
+            return Err(FallbackError::NotFound)
+        }
+        Stored::Found(_) | Stored::Missing => {}
+    }
+    let flight = match shard
+        .call(|reply| ShardMsg::Flight { clerk_id, mode, reply }, None)
+        .await
+    {
+        Ok(CallResult::Success(flight)) => flight,
+        Ok(_) | Err(_) => return Err(FallbackError::Store(WriteError::Unavailable)),
+    };
+    let outcome = flight.await?;
+    let first = outcome.created && !outcome.claimed.swap(true, Ordering::AcqRel);
+    Ok(Fetched {
+        json: outcome.json,
+        hit: if first { Hit::Created } else { Hit::Clerk },
+    })
 }

@@ -1,4 +1,4 @@
-//! The actor lifecycle: spawn on demand, retire when idle, survive child stops, respawn on the next message.
+//! User lanes: created on demand, gone when idle, one job at a time per user, drained on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,18 @@ use svix::webhooks::Webhook;
 
 use super::*;
 use crate::config::{DatabaseSettings, DatabaseUrl};
+use crate::store::writer::{Writer, WriterOptions};
 use crate::store::{Db, SqliteStore};
 use crate::webhook::{sample, Verifier};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn verified_event(svix_id: &str, kind: sample::SampleType, user_id: &str) -> VerifiedEvent {
-    let body = sample::event(kind, user_id).to_string();
+    verified_body(svix_id, sample::event(kind, user_id))
+}
+
+fn verified_body(svix_id: &str, body: serde_json::Value) -> VerifiedEvent {
+    let body = body.to_string();
     let now = std::time::UNIX_EPOCH.elapsed().expect("clock").as_secs() as i64;
     let signature = Webhook::new(SECRET)
         .expect("secret")
@@ -33,25 +38,24 @@ fn verified_event(svix_id: &str, kind: sample::SampleType, user_id: &str) -> Ver
         .expect("parses")
 }
 
-async fn live_after(actors: &Actors, wait: Duration) -> usize {
-    tokio::time::sleep(wait).await;
-    actors.live().await
-}
-
-#[tokio::test]
-async fn idle_actors_stop_and_the_supervisor_respawns_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn start(dir: &std::path::Path) -> (Actors, Arc<Db>) {
     let settings = DatabaseSettings {
-        url: DatabaseUrl::new(format!("sqlite://{}", dir.path().join("a.db").display())),
+        url: DatabaseUrl::new(format!("sqlite://{}", dir.join("a.db").display())),
         max_connections: 2,
         acquire_timeout_ms: 2000,
         busy_timeout_ms: 2000,
+        lock_timeout_ms: 2000,
+        statement_timeout_ms: 2000,
     };
     let db = Arc::new(Db::Sqlite(SqliteStore::connect(&settings).await.expect("connect")));
     db.migrate().await.expect("migrate");
-    let (writer, _writer_task) = Writer::spawn(db.clone(), 16);
+    let options = WriterOptions {
+        max_batch: 16,
+        in_flight: 1,
+    };
+    let (writer, _writer_task) = Writer::spawn(db.clone(), options);
     let clerk_settings = crate::config::Settings::load(None, &|_| None).expect("defaults").clerk;
-    let (actors, _sup) = Actors::start(UserArgs {
+    let args = UserArgs {
         db: db.clone(),
         writer,
         cache: crate::cache::UserCache::new(&crate::config::CacheSettings {
@@ -60,32 +64,79 @@ async fn idle_actors_stop_and_the_supervisor_respawns_them() {
             not_found_ttl_secs: 30,
         }),
         clerk: crate::clerk::ClerkClient::new(&clerk_settings).expect("client"),
-        idle_timeout: Duration::from_millis(150),
         hard_delete: false,
-    })
-    .await
-    .expect("supervisor starts");
+    };
+    let (actors, _shards) = Actors::start(args, 2).await.expect("shards start");
+    (actors, db)
+}
 
+#[tokio::test]
+async fn lanes_exist_only_while_work_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (actors, _db) = start(dir.path()).await;
     for (i, user) in ["user_a1", "user_b2", "user_c3"].iter().enumerate() {
         let event = verified_event(&format!("msg_{i}"), sample::SampleType::Created, user);
         let outcome = actors.apply_webhook(user.to_string(), event).await.expect("applied");
         assert_eq!(outcome, Outcome::Created);
     }
-    assert_eq!(actors.live().await, 3, "one actor per user");
+    // The lane is removed when its job reports done, just after the answer.
+    let mut live = usize::MAX;
+    for _ in 0..50 {
+        live = actors.live().await;
+        if live == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(live, 0, "an idle user keeps no lane");
 
-    // Idle for longer than the timeout (checks run at most one timeout apart): all retired.
-    assert_eq!(
-        live_after(&actors, Duration::from_millis(600)).await,
-        0,
-        "idle actors stop"
-    );
-
-    // The supervisor survived its children's stops and spawns a fresh actor for the next message.
     let event = verified_event("msg_again", sample::SampleType::Deleted, "user_a1");
     assert_eq!(
         actors.apply_webhook("user_a1".into(), event).await,
         Ok(Outcome::Deleted)
     );
-    assert_eq!(actors.live().await, 1);
+    assert!(actors.running());
     assert!(actors.drain(Duration::from_secs(5)).await, "drains on shutdown");
+}
+
+#[tokio::test]
+async fn one_users_jobs_run_one_at_a_time_in_arrival_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (actors, _db) = start(dir.path()).await;
+    let user = "user_serial1";
+    // Queued in this order without waiting: if two ran at once, a newer one could commit first and make an
+    // older one stale, or two could both insert.
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        let kind = if i == 0 {
+            sample::SampleType::Created
+        } else {
+            sample::SampleType::Updated
+        };
+        let mut body = sample::event(kind, user);
+        body["data"]["updated_at"] = serde_json::json!(1_700_000_000_000_i64 + i);
+        let event = verified_body(&format!("msg_serial_{i}"), body);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job::Webhook {
+            event: Box::new(event),
+            reply: tx.into(),
+        };
+        actors
+            .shard(user)
+            .send_message(ShardMsg::Run {
+                clerk_id: user.into(),
+                job,
+            })
+            .expect("shard running");
+        answers.push(rx);
+    }
+    let mut outcomes = Vec::new();
+    for rx in answers {
+        outcomes.push(rx.await.expect("answered").expect("committed"));
+    }
+    assert_eq!(outcomes[0], Outcome::Created, "{outcomes:?}");
+    assert!(
+        outcomes[1..].iter().all(|o| *o == Outcome::Updated),
+        "every later event is newer and applies in order: {outcomes:?}"
+    );
 }

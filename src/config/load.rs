@@ -42,7 +42,7 @@ impl ConfigError {
     }
 }
 
-/// `database.url (DATABASE_URL)` or `actors.idle_timeout_ms (CLERK_SYNC_ACTORS__IDLE_TIMEOUT_MS)`.
+/// `database.url (DATABASE_URL)` or `actors.shards (CLERK_SYNC_ACTORS__SHARDS)`.
 fn key_label(section: &str, key: &str) -> String {
     let env = NAMED_ENV
         .iter()
@@ -130,8 +130,10 @@ impl Settings {
         }
         let positive = [
             ("database", "max_connections", self.database.max_connections as u64),
-            ("actors", "idle_timeout_ms", self.actors.idle_timeout_ms),
+            ("actors", "shards", self.actors.shards as u64),
             ("writer", "max_batch", self.writer.max_batch as u64),
+            ("writer", "in_flight", self.writer.in_flight as u64),
+            ("webhooks", "answer_timeout_ms", self.webhooks.answer_timeout_ms),
             ("webhooks", "prune_interval_secs", self.webhooks.prune_interval_secs),
             ("clerk", "requests_per_10s", self.clerk.requests_per_10s as u64),
             ("clerk", "request_timeout_ms", self.clerk.request_timeout_ms),
@@ -229,13 +231,13 @@ mod tests {
     #[test]
     fn env_layers_override() {
         let s = load(&[
-            ("CLERK_SYNC_ACTORS__IDLE_TIMEOUT_MS", "1500"),
+            ("CLERK_SYNC_ACTORS__SHARDS", "3"),
             ("CLERK_SYNC_API_TOKENS", "a, b"),
             ("CLERK_WEBHOOK_SECRET", "whsec_b2xk"),
             ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_bmV3"),
         ])
         .expect("valid");
-        assert_eq!(s.actors.idle_timeout_ms, 1500);
+        assert_eq!(s.actors.shards, 3);
         assert_eq!(s.api.tokens.len(), 2);
         assert_eq!(s.clerk.webhook_signing_secret.expose(), "whsec_bmV3");
     }

@@ -48,6 +48,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     pub busy_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
 }
 
 impl DatabaseSettings {
@@ -103,18 +105,26 @@ pub struct WebhookSettings {
     pub delete_mode: DeleteMode,
     pub delivery_retention_hours: u64,
     pub prune_interval_secs: u64,
+    pub answer_timeout_ms: u64,
+}
+
+impl WebhookSettings {
+    pub fn answer_timeout(&self) -> Duration {
+        Duration::from_millis(self.answer_timeout_ms)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActorSettings {
-    pub idle_timeout_ms: u64,
+    pub shards: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriterSettings {
     pub max_batch: usize,
+    pub in_flight: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -1,4 +1,5 @@
-//! `GET /livez` (the process is up) and `GET /readyz` (database reachable, migrations applied).
+//! `GET /livez` (the process is up) and `GET /readyz` (database reachable, migrations applied, writes going
+//! through, lanes running).
 
 use std::time::Duration;
 
@@ -14,7 +15,27 @@ pub async fn livez() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// A write in flight for longer than this means writes are stuck (a locked table, say).
+const WRITES_STUCK_AFTER: Duration = Duration::from_secs(5);
+
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(trouble) = state.writer.trouble(WRITES_STUCK_AFTER) {
+        tracing::warn!(trouble, "not ready");
+        return Err(ApiError {
+            retry_after: Some(state.retry_after_secs),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", trouble)
+        });
+    }
+    if !state.actors.running() {
+        return Err(ApiError {
+            retry_after: Some(state.retry_after_secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the user lanes have stopped",
+            )
+        });
+    }
     match tokio::time::timeout(Duration::from_secs(5), state.db.check_ready()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(e)) => {

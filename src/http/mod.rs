@@ -14,12 +14,14 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use users::Counters;
 
 use crate::actors::Actors;
 use crate::cache::UserCache;
 use crate::clerk::JwtVerifier;
 use crate::config::Secret;
 use crate::store::writer::Writer;
+
 use crate::store::Db;
 use crate::webhook::Verifier;
 
@@ -40,6 +42,9 @@ pub struct AppState {
     /// Bearer tokens of service callers.
     pub api_tokens: Arc<Vec<Secret>>,
     pub retry_after_secs: u64,
+    /// Longest a webhook waits for its commit before it is answered 503.
+    pub answer_timeout: std::time::Duration,
+    pub counters: Counters,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -1,21 +1,51 @@
 //! The API for the application: `GET /v1/users/{clerk_id}`, `GET /v1/me`, `POST /v1/users/{clerk_id}/sync`.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use super::auth::{ServiceCaller, SessionUser};
 use super::{ApiError, AppState};
 use crate::actors::{FallbackError, FetchMode, Fetched, Hit};
+use crate::cache::UserJson;
 use crate::clerk::is_user_id;
-use crate::store::UserRow;
 use crate::telemetry::metrics::{self, fallback};
 
-fn count(result: &'static str) {
-    ::metrics::counter!(metrics::FALLBACK_REQUESTS, "result" => result).increment(1);
+/// `clerk_sync_fallback_requests_total{result}`, one handle per result, resolved once: the cached path is hot.
+#[derive(Clone)]
+pub struct Counters {
+    cache_hit: ::metrics::Counter,
+    db_hit: ::metrics::Counter,
+    created: ::metrics::Counter,
+    not_found: ::metrics::Counter,
+    gone: ::metrics::Counter,
+    error: ::metrics::Counter,
+}
+
+impl Counters {
+    pub fn new() -> Self {
+        let counter = |result: &'static str| ::metrics::counter!(metrics::FALLBACK_REQUESTS, "result" => result);
+        Counters {
+            cache_hit: counter(fallback::CACHE_HIT),
+            db_hit: counter(fallback::DB_HIT),
+            created: counter(fallback::CREATED),
+            not_found: counter(fallback::NOT_FOUND),
+            gone: counter(fallback::GONE),
+            error: counter(fallback::ERROR),
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::new()
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counters")
+    }
 }
 
 pub async fn get_user(_: ServiceCaller, State(state): State<AppState>, Path(clerk_id): Path<String>) -> Response {
@@ -37,10 +67,10 @@ async fn get_or_create(state: &AppState, clerk_id: String) -> Response {
     if !is_user_id(&clerk_id) {
         return invalid_id().into_response();
     }
-    // The hot path: no database, no actor mailbox.
-    if let Some(row) = state.cache.get(&clerk_id).await {
-        count(fallback::CACHE_HIT);
-        return user_response(StatusCode::OK, row);
+    // The hot path: no database, no actor mailbox, no serialization.
+    if let Some(json) = state.cache.get(&clerk_id).await {
+        state.counters.cache_hit.increment(1);
+        return user_response(StatusCode::OK, json);
     }
     if state.cache.known_missing(&clerk_id).await {
         return answer(state, Err(FallbackError::NotFound));
@@ -48,8 +78,9 @@ async fn get_or_create(state: &AppState, clerk_id: String) -> Response {
     answer(state, state.actors.fetch(clerk_id, FetchMode::GetOrCreate).await)
 }
 
-fn user_response(status: StatusCode, row: Arc<UserRow>) -> Response {
-    (status, Json(row)).into_response()
+fn user_response(status: StatusCode, json: UserJson) -> Response {
+    let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    (status, content_type, json.bytes()).into_response()
 }
 
 fn invalid_id() -> ApiError {
@@ -61,20 +92,25 @@ fn invalid_id() -> ApiError {
 }
 
 fn answer(state: &AppState, result: Result<Fetched, FallbackError>) -> Response {
-    count(match &result {
-        Ok(Fetched { hit: Hit::Cache, .. }) => fallback::CACHE_HIT,
+    let c = &state.counters;
+    match &result {
+        Ok(Fetched { hit: Hit::Cache, .. }) => &c.cache_hit,
         Ok(Fetched {
             hit: Hit::Database | Hit::Clerk,
             ..
-        }) => fallback::DB_HIT,
-        Ok(Fetched { hit: Hit::Created, .. }) => fallback::CREATED,
-        Err(FallbackError::NotFound) => fallback::NOT_FOUND,
-        Err(FallbackError::Gone) => fallback::GONE,
-        Err(_) => fallback::ERROR,
-    });
+        }) => &c.db_hit,
+        Ok(Fetched { hit: Hit::Created, .. }) => &c.created,
+        Err(FallbackError::NotFound) => &c.not_found,
+        Err(FallbackError::Gone) => &c.gone,
+        Err(_) => &c.error,
+    }
+    .increment(1);
     let error = match result {
-        Ok(Fetched { row, hit: Hit::Created }) => return user_response(StatusCode::CREATED, row),
-        Ok(Fetched { row, .. }) => return user_response(StatusCode::OK, row),
+        Ok(Fetched {
+            json,
+            hit: Hit::Created,
+        }) => return user_response(StatusCode::CREATED, json),
+        Ok(Fetched { json, .. }) => return user_response(StatusCode::OK, json),
         Err(e) => e,
     };
     let retry = state.retry_after_secs;

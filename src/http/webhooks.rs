@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::{ApiError, AppState};
+use crate::store::writer::WriteError;
 use crate::store::Outcome;
 use crate::telemetry::metrics::{self, event_type_label, outcome};
 use crate::webhook::{EventKind, VerifiedEvent};
@@ -23,11 +24,14 @@ fn count(event_type: &str, outcome: &'static str) {
 pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let Some(verifier) = state.verifier.as_deref() else {
         count("unknown", outcome::FAILED);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_configured",
-            "the webhook signing secret is not configured (set CLERK_WEBHOOK_SIGNING_SECRET)",
-        ));
+        return Err(ApiError {
+            retry_after: Some(state.retry_after_secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_configured",
+                "the webhook signing secret is not configured (set CLERK_WEBHOOK_SIGNING_SECRET)",
+            )
+        });
     };
     let verified = tracing::debug_span!("verify_signature").in_scope(|| verifier.verify(&headers, body));
     let verified = verified.map_err(|e| {
@@ -50,7 +54,7 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
             );
             let (event_type, reason) = (invalid.event_type.clone(), invalid.reason.clone());
             // Recorded so the delivery can be found later; a failure to record still answers non-2xx.
-            if let Err(e) = state.writer.submit(invalid.into_change()).await {
+            if let Err(e) = bounded(&state, state.writer.submit(invalid.into_change())).await {
                 count(&event_type, outcome::FAILED);
                 return Err(ApiError::from_write(e, state.retry_after_secs));
             }
@@ -62,7 +66,7 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
     if let Some(clerk_id) = event.clerk_id() {
         tracing::Span::current().record("clerk_id", clerk_id);
     }
-    let outcome = apply(&state, event).await.map_err(|e| {
+    let outcome = bounded(&state, apply(&state, event)).await.map_err(|e| {
         tracing::warn!(event_type, error = %e, "webhook not applied");
         count(&event_type, outcome::FAILED);
         ApiError::from_write(e, state.retry_after_secs)
@@ -94,7 +98,23 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
     Ok(Json(json!({"outcome": body})))
 }
 
-async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, crate::store::writer::WriteError> {
+/// Svix counts an answer slower than 15 s as a failure: past `webhooks.answer_timeout_ms` the delivery is
+/// answered 503 (so it is retried) while its change goes on in the user's lane. If that change commits after
+/// all, the retry finds its svix id and answers `duplicate`.
+async fn bounded(
+    state: &AppState,
+    work: impl std::future::Future<Output = Result<Outcome, WriteError>>,
+) -> Result<Outcome, WriteError> {
+    match tokio::time::timeout(state.answer_timeout, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(timeout = ?state.answer_timeout, "webhook not committed in time; answering 503");
+            Err(WriteError::Unavailable)
+        }
+    }
+}
+
+async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, WriteError> {
     match event.kind() {
         EventKind::Other { .. } => state.writer.submit(event.into_change(false)).await,
         _ => {

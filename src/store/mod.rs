@@ -1,9 +1,9 @@
 //! Storage: one [`Store`] interface, a Postgres and a SQLite implementation, and the group-commit [`writer`].
 //!
 //! Every write is expressed as a [`Change`] and applied in batches: one transaction per batch, so the writer
-//! can fold many users' changes into one commit. The per-change logic (dedupe by svix id, ordering guard,
-//! tombstones) is written once in `sql.rs` against the small `SqlTx` vocabulary that each backend
-//! implements with its own SQL.
+//! can fold many users' changes into one commit. The batch logic (dedupe by svix id, ordering guard,
+//! tombstones) is written once in `sql.rs` against the small `BatchTx` vocabulary of multi-row statements that
+//! each backend implements with its own SQL.
 
 mod error;
 mod postgres;
@@ -20,7 +20,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{Change, Delivery, Lookup, Outcome, RecordOnly, Source, UserData, UserRow};
 
-use sql::{apply_all, lookup_result, portable_sql_tx_methods, readiness, SqlTx, Upserted};
+use sql::{apply_all, lookup_result, readiness};
 
 use crate::config::DatabaseSettings;
 

@@ -1,14 +1,14 @@
 //! The Postgres backend (production; usually Supabase).
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::{
-    apply_all, Change, Delivery, Lookup, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData, UserRow,
-};
+use super::sql::{BatchTx, NewDelivery, NewUser, Removal};
+use super::{apply_all, Change, Lookup, Outcome, Store, StoreError, UserData, UserRow};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -20,7 +20,14 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(settings.url.expose()).map_err(StoreError::Unavailable)?;
+        // A table locked by the application (a migration, a long query) must fail a write in bounded time, so
+        // the webhook is answered 503 and retried rather than held past Svix's 15 s.
+        let options = PgConnectOptions::from_str(settings.url.expose())
+            .map_err(StoreError::Unavailable)?
+            .options([
+                ("lock_timeout", format!("{}ms", settings.lock_timeout_ms)),
+                ("statement_timeout", format!("{}ms", settings.statement_timeout_ms)),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
@@ -80,7 +87,7 @@ impl Store for PgStore {
             .fetch_optional(&mut *conn)
             .await?;
         let tombstoned = match row {
-            None => PgTx(&mut conn).is_tombstoned(clerk_id).await?,
+            None => !PgTx(&mut conn).tombstoned(&[clerk_id]).await?.is_empty(),
             Some(_) => false,
         };
         Ok(super::lookup_result(row, || tombstoned))
@@ -114,60 +121,140 @@ FROM users WHERE clerk_id = $1";
 
 struct PgTx<'a>(&'a mut PgConnection);
 
+/// One statement for every user of a batch. `ORDER BY` makes concurrent batches take row locks in one order.
 const UPSERT: &str = "\
 INSERT INTO users AS u (clerk_id, email, first_name, last_name, name, username, image_url,
                         created_via, updated_via, clerk_updated_at, created_at, updated_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, $9, now(), now()
-WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = $1)
+SELECT i.clerk_id, i.email, i.first_name, i.last_name, i.name, i.username, i.image_url, i.via, i.via,
+       i.clerk_updated_at, now(), now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::int8[])
+     AS i(clerk_id, email, first_name, last_name, name, username, image_url, via, clerk_updated_at)
+WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+ORDER BY i.clerk_id
 ON CONFLICT (clerk_id) DO UPDATE SET
     email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
     name = EXCLUDED.name, username = EXCLUDED.username, image_url = EXCLUDED.image_url,
     updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
 WHERE u.deleted_at IS NULL AND (u.clerk_updated_at IS NULL OR u.clerk_updated_at < EXCLUDED.clerk_updated_at)
-RETURNING (xmax = 0)";
+RETURNING u.clerk_id, (u.xmax = 0)";
 
-impl SqlTx for PgTx<'_> {
-    super::portable_sql_tx_methods!();
+const INSERT_DELIVERIES: &str = "\
+INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ORDER BY 1
+ON CONFLICT (svix_id) DO NOTHING
+RETURNING svix_id";
 
-    async fn upsert_user(&mut self, user: &UserData, via: Source) -> Result<Upserted, sqlx::Error> {
-        let created: Option<bool> = sqlx::query_scalar(UPSERT)
-            .bind(&user.clerk_id)
-            .bind(&user.email)
-            .bind(&user.first_name)
-            .bind(&user.last_name)
-            .bind(user.name())
-            .bind(&user.username)
-            .bind(&user.image_url)
-            .bind(via.as_str())
-            .bind(user.clerk_updated_at)
-            .fetch_optional(&mut *self.0)
+impl BatchTx for PgTx<'_> {
+    async fn insert_deliveries(&mut self, rows: &[NewDelivery<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.delivery.svix_id.as_str()).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r.delivery.event_type.as_str()).collect();
+        let users: Vec<Option<&str>> = rows.iter().map(|r| r.delivery.clerk_id.as_deref()).collect();
+        let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+        let inserted: Vec<String> = sqlx::query_scalar(INSERT_DELIVERIES)
+            .bind(ids)
+            .bind(types)
+            .bind(users)
+            .bind(outcomes)
+            .fetch_all(&mut *self.0)
             .await?;
-        Ok(match created {
-            Some(true) => Upserted::Created,
-            Some(false) => Upserted::Updated,
-            None => Upserted::NotApplied,
-        })
+        Ok(inserted.into_iter().collect())
     }
 
-    async fn delete_user(
-        &mut self,
-        clerk_id: &str,
-        deleted_at_ms: i64,
-        via: Source,
-        hard: bool,
-    ) -> Result<(), sqlx::Error> {
-        let query = if hard {
-            sqlx::query("DELETE FROM users WHERE clerk_id = $1").bind(clerk_id)
-        } else {
-            sqlx::query(
-                "UPDATE users SET deleted_at = to_timestamp($2::double precision / 1000), updated_via = $3, \
-                 updated_at = now() WHERE clerk_id = $1 AND deleted_at IS NULL",
-            )
-            .bind(clerk_id)
-            .bind(deleted_at_ms)
-            .bind(via.as_str())
-        };
-        query.execute(&mut *self.0).await?;
+    async fn delivery_outcomes(&mut self, svix_ids: &[&str]) -> Result<HashMap<String, String>, sqlx::Error> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT svix_id, outcome FROM clerk_sync_deliveries WHERE svix_id = ANY($1)")
+                .bind(svix_ids)
+                .fetch_all(&mut *self.0)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn set_delivery_outcomes(&mut self, rows: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        let (ids, outcomes): (Vec<&str>, Vec<&str>) = rows.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE clerk_sync_deliveries d SET outcome = i.outcome \
+             FROM unnest($1::text[], $2::text[]) AS i(svix_id, outcome) WHERE d.svix_id = i.svix_id",
+        )
+        .bind(ids)
+        .bind(outcomes)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
+        let text = |f: fn(&UserData) -> Option<&str>| -> Vec<Option<&str>> { rows.iter().map(|r| f(r.user)).collect() };
+        let ids: Vec<&str> = rows.iter().map(|r| r.user.clerk_id.as_str()).collect();
+        let names: Vec<Option<String>> = rows.iter().map(|r| r.user.name()).collect();
+        let via: Vec<&str> = rows.iter().map(|r| r.via.as_str()).collect();
+        let updated: Vec<i64> = rows.iter().map(|r| r.user.clerk_updated_at).collect();
+        let written: Vec<(String, bool)> = sqlx::query_as(UPSERT)
+            .bind(ids)
+            .bind(text(|u| u.email.as_deref()))
+            .bind(text(|u| u.first_name.as_deref()))
+            .bind(text(|u| u.last_name.as_deref()))
+            .bind(names)
+            .bind(text(|u| u.username.as_deref()))
+            .bind(text(|u| u.image_url.as_deref()))
+            .bind(via)
+            .bind(updated)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(written.into_iter().collect())
+    }
+
+    async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id = ANY($1)")
+                .bind(clerk_ids)
+                .fetch_all(&mut *self.0)
+                .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.clerk_id).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.deleted_at_ms).collect();
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) \
+             SELECT * FROM unnest($1::text[], $2::int8[]) ORDER BY 1 \
+             ON CONFLICT (clerk_id) DO NOTHING RETURNING clerk_id",
+        )
+        .bind(ids)
+        .bind(at)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(inserted.into_iter().collect())
+    }
+
+    async fn soft_delete(&mut self, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.clerk_id).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.deleted_at_ms).collect();
+        let via: Vec<&str> = rows.iter().map(|r| r.via.as_str()).collect();
+        sqlx::query(
+            "UPDATE users u SET deleted_at = to_timestamp(i.at::double precision / 1000), updated_via = i.via, \
+             updated_at = now() FROM unnest($1::text[], $2::int8[], $3::text[]) AS i(clerk_id, at, via) \
+             WHERE u.clerk_id = i.clerk_id AND u.deleted_at IS NULL",
+        )
+        .bind(ids)
+        .bind(at)
+        .bind(via)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn hard_delete(&mut self, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM users WHERE clerk_id = ANY($1)")
+            .bind(clerk_ids)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(&mut *self.0).await?;
         Ok(())
     }
 }

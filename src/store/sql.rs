@@ -1,6 +1,13 @@
-//! What a change means, written once against the small [`SqlTx`] vocabulary each backend implements.
+//! What a batch of changes means, written once against the small [`BatchTx`] vocabulary each backend implements
+//! with multi-row statements (Postgres `UNNEST` over arrays, SQLite `json_each`).
+//!
+//! A batch costs a handful of statements whatever its size: record the deliveries (a redelivered svix id stops
+//! there), upsert every user in one statement under the ordering guard and the tombstone check, tombstone and
+//! delete in one statement each, and correct the recorded outcome of the few changes that were not applied.
 
-use super::{Change, Delivery, Lookup, Outcome, Source, StoreError, UserData, UserRow};
+use std::collections::{HashMap, HashSet};
+
+use super::{Change, Delivery, Lookup, Outcome, RecordOnly, Source, StoreError, UserData, UserRow};
 
 /// Turns the row (if any) and the tombstone flag into a [`Lookup`].
 pub(super) fn lookup_result(row: Option<UserRow>, tombstoned: impl FnOnce() -> bool) -> Lookup {
@@ -22,138 +29,299 @@ pub(super) fn readiness(applied: Result<i64, sqlx::Error>, expected: usize) -> R
     }
 }
 
-/// Result of the conflict-safe upsert statement.
-pub(super) enum Upserted {
-    Created,
-    Updated,
-    /// The guard refused it: stale, or the user is tombstoned.
-    NotApplied,
+/// A delivery row to record, with the outcome it is recorded under.
+pub(super) struct NewDelivery<'a> {
+    pub delivery: &'a Delivery,
+    pub outcome: &'a str,
 }
 
-/// The statements one change needs, inside an open transaction. Each backend implements them with its SQL.
-pub(super) trait SqlTx {
-    /// Inserts the delivery row unless the svix id exists; `false` when it did.
-    async fn insert_delivery(&mut self, d: &Delivery, outcome: &str) -> Result<bool, sqlx::Error>;
-    async fn delivery_outcome(&mut self, svix_id: &str) -> Result<String, sqlx::Error>;
-    async fn set_delivery_outcome(&mut self, svix_id: &str, outcome: &str) -> Result<(), sqlx::Error>;
-    async fn upsert_user(&mut self, user: &UserData, via: Source) -> Result<Upserted, sqlx::Error>;
-    async fn is_tombstoned(&mut self, clerk_id: &str) -> Result<bool, sqlx::Error>;
-    /// Inserts the tombstone unless one exists; `false` when it did.
-    async fn insert_tombstone(&mut self, clerk_id: &str, deleted_at_ms: i64) -> Result<bool, sqlx::Error>;
-    async fn delete_user(
-        &mut self,
-        clerk_id: &str,
-        deleted_at_ms: i64,
-        via: Source,
-        hard: bool,
-    ) -> Result<(), sqlx::Error>;
+/// A user row to write: the user (NUL-free) and the path writing it.
+pub(super) struct NewUser<'a> {
+    pub user: &'a UserData,
+    pub via: Source,
 }
 
-/// The [`SqlTx`] methods whose SQL is the same on both backends (SQLite reads `$1` as a parameter numbered by
-/// first appearance, which is the order used here). Expanded inside each backend's `impl SqlTx`, whose
-/// transaction wrapper is a tuple struct around `&mut <Connection>`.
-macro_rules! portable_sql_tx_methods {
-    () => {
-        async fn insert_delivery(&mut self, d: &Delivery, outcome: &str) -> Result<bool, sqlx::Error> {
-            let done = sqlx::query(
-                "INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (svix_id) DO NOTHING",
-            )
-            .bind(&d.svix_id)
-            .bind(&d.event_type)
-            .bind(&d.clerk_id)
-            .bind(outcome)
-            .execute(&mut *self.0)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        }
+/// A user to delete.
+#[derive(Clone)]
+pub(super) struct Removal<'a> {
+    pub clerk_id: &'a str,
+    pub deleted_at_ms: i64,
+    pub via: Source,
+}
 
-        async fn delivery_outcome(&mut self, svix_id: &str) -> Result<String, sqlx::Error> {
-            sqlx::query_scalar("SELECT outcome FROM clerk_sync_deliveries WHERE svix_id = $1")
-                .bind(svix_id)
-                .fetch_one(&mut *self.0)
-                .await
-        }
+/// The multi-row statements one batch needs, inside an open transaction. Every method takes rows whose keys are
+/// distinct, sorted by key (so concurrent batches on other connections or replicas lock rows in one order).
+pub(super) trait BatchTx {
+    /// Inserts the deliveries whose svix id is not recorded yet; returns the svix ids it inserted.
+    async fn insert_deliveries(&mut self, rows: &[NewDelivery<'_>]) -> Result<HashSet<String>, sqlx::Error>;
+    /// The recorded outcome of each of these svix ids.
+    async fn delivery_outcomes(&mut self, svix_ids: &[&str]) -> Result<HashMap<String, String>, sqlx::Error>;
+    async fn set_delivery_outcomes(&mut self, rows: &[(&str, &str)]) -> Result<(), sqlx::Error>;
+    /// Creates or updates each user unless the row is as new or newer, or the user is tombstoned. Returns the
+    /// clerk ids written, each with `true` when the row was created.
+    async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error>;
+    /// Which of these clerk ids are tombstoned.
+    async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error>;
+    /// Inserts the tombstones that do not exist yet; returns the clerk ids it inserted.
+    async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error>;
+    /// Sets `deleted_at` on the live rows of these users.
+    async fn soft_delete(&mut self, rows: &[Removal<'_>]) -> Result<(), sqlx::Error>;
+    /// Removes the rows of these users.
+    async fn hard_delete(&mut self, clerk_ids: &[&str]) -> Result<(), sqlx::Error>;
+    /// Runs `sql` (a savepoint command) as it is.
+    async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error>;
+}
 
-        async fn set_delivery_outcome(&mut self, svix_id: &str, outcome: &str) -> Result<(), sqlx::Error> {
-            sqlx::query("UPDATE clerk_sync_deliveries SET outcome = $2 WHERE svix_id = $1")
-                .bind(svix_id)
-                .bind(outcome)
-                .execute(&mut *self.0)
-                .await?;
-            Ok(())
-        }
+/// Applies a batch through `tx`; the caller owns begin / commit. One outcome per change, in order.
+///
+/// Changes are split into rounds so that no round names a user or a svix id twice (a multi-row upsert may not
+/// touch one row twice); the writer's callers almost never put one user in a batch twice, so there is usually
+/// one round.
+pub(super) async fn apply_all<T: BatchTx>(tx: &mut T, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
+    for round in rounds(batch) {
+        apply_round(tx, batch, &round, &mut outcomes).await?;
+    }
+    Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Stale)).collect())
+}
 
-        async fn is_tombstoned(&mut self, clerk_id: &str) -> Result<bool, sqlx::Error> {
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clerk_sync_tombstones WHERE clerk_id = $1)")
-                .bind(clerk_id)
-                .fetch_one(&mut *self.0)
-                .await
+/// Indexes of the changes grouped into rounds, in order; within a round every user and svix id is distinct, and
+/// a change comes in a later round than every earlier change naming the same user or svix id.
+fn rounds(batch: &[Change]) -> Vec<Vec<usize>> {
+    let mut users: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut messages: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, change) in batch.iter().enumerate() {
+        let user = change.clerk_id();
+        let message = change.delivery().map(|d| d.svix_id.as_str());
+        let after = |seen: &HashMap<&str, usize>, key: Option<&str>| key.and_then(|k| seen.get(k)).map_or(0, |r| r + 1);
+        let round = after(&users, user).max(after(&messages, message));
+        if let Some(user) = user {
+            users.insert(user, round);
         }
+        if let Some(message) = message {
+            messages.insert(message, round);
+        }
+        if rounds.len() <= round {
+            rounds.resize_with(round + 1, Vec::new);
+        }
+        rounds[round].push(i);
+    }
+    rounds
+}
 
-        async fn insert_tombstone(&mut self, clerk_id: &str, deleted_at_ms: i64) -> Result<bool, sqlx::Error> {
-            let done = sqlx::query(
-                "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) VALUES ($1, $2) \
-                 ON CONFLICT (clerk_id) DO NOTHING",
-            )
-            .bind(clerk_id)
-            .bind(deleted_at_ms)
-            .execute(&mut *self.0)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        }
+async fn apply_round<T: BatchTx>(
+    tx: &mut T,
+    batch: &[Change],
+    round: &[usize],
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(), sqlx::Error> {
+    // 1. Deliveries first: a redelivered svix id stops here, before touching the user. Changes that write a
+    //    user are recorded as "applied" and corrected below in the rare case they were not.
+    let mut deliveries: Vec<NewDelivery> = round
+        .iter()
+        .filter_map(|&i| {
+            let change = &batch[i];
+            change.delivery().map(|delivery| NewDelivery {
+                delivery,
+                outcome: provisional(change),
+            })
+        })
+        .collect();
+    deliveries.sort_unstable_by(|a, b| a.delivery.svix_id.cmp(&b.delivery.svix_id));
+    let inserted = if deliveries.is_empty() {
+        HashSet::new()
+    } else {
+        tx.insert_deliveries(&deliveries).await?
     };
-}
-pub(super) use portable_sql_tx_methods;
-
-/// The one definition of what a change means, shared by both backends.
-async fn apply_change<T: SqlTx>(tx: &mut T, change: &Change) -> Result<Outcome, sqlx::Error> {
-    // The delivery row goes first: a redelivered svix id stops here, before touching the user.
-    let provisional = match change {
-        Change::Record { outcome, .. } => Outcome::Recorded(*outcome),
-        _ => Outcome::Created,
+    let duplicates: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d.delivery.svix_id.as_str())
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    let prior = if duplicates.is_empty() {
+        HashMap::new()
+    } else {
+        tx.delivery_outcomes(&duplicates).await?
     };
-    if let Some(d) = change.delivery() {
-        if !tx.insert_delivery(d, provisional.delivery_outcome()).await? {
-            return Ok(Outcome::Duplicate(tx.delivery_outcome(&d.svix_id).await?));
+    let live: Vec<usize> = round
+        .iter()
+        .copied()
+        .filter(|&i| match batch[i].delivery() {
+            Some(d) if !inserted.contains(&d.svix_id) => {
+                let outcome = prior.get(&d.svix_id).cloned().unwrap_or_else(|| "applied".into());
+                outcomes[i] = Some(Outcome::Duplicate(outcome));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+
+    // 2. Upserts, one statement for all.
+    let mut upserts: Vec<(usize, NewUser)> = live
+        .iter()
+        .filter_map(|&i| match &batch[i] {
+            Change::Upsert { user, via, .. } => Some((i, NewUser { user, via: *via })),
+            _ => None,
+        })
+        .collect();
+    upserts.sort_unstable_by(|a, b| a.1.user.clerk_id.cmp(&b.1.user.clerk_id));
+    if !upserts.is_empty() {
+        let rows: Vec<NewUser> = upserts
+            .iter()
+            .map(|(_, u)| NewUser {
+                user: u.user,
+                via: u.via,
+            })
+            .collect();
+        let written = tx.upsert_users(&rows).await?;
+        let refused: Vec<&str> = rows
+            .iter()
+            .map(|u| u.user.clerk_id.as_str())
+            .filter(|id| !written.contains_key(*id))
+            .collect();
+        let tombstoned = if refused.is_empty() {
+            HashSet::new()
+        } else {
+            tx.tombstoned(&refused).await?
+        };
+        for (i, u) in &upserts {
+            let id = u.user.clerk_id.as_str();
+            outcomes[*i] = Some(match written.get(id) {
+                Some(true) => Outcome::Created,
+                Some(false) => Outcome::Updated,
+                None if tombstoned.contains(id) => Outcome::Tombstoned,
+                None => Outcome::Stale,
+            });
         }
     }
-    let outcome = match change {
-        Change::Upsert { user, via, .. } => match tx.upsert_user(user, *via).await? {
-            Upserted::Created => Outcome::Created,
-            Upserted::Updated => Outcome::Updated,
-            Upserted::NotApplied if tx.is_tombstoned(&user.clerk_id).await? => Outcome::Tombstoned,
-            Upserted::NotApplied => Outcome::Stale,
-        },
-        Change::Delete {
-            clerk_id,
-            deleted_at_ms,
-            via,
-            hard,
-            ..
-        } => {
-            if tx.insert_tombstone(clerk_id, *deleted_at_ms).await? {
-                tx.delete_user(clerk_id, *deleted_at_ms, *via, *hard).await?;
+
+    // 3. Deletes: the tombstone decides; only a new tombstone deletes the row.
+    let mut removals: Vec<(usize, Removal, bool)> = live
+        .iter()
+        .filter_map(|&i| match &batch[i] {
+            Change::Delete {
+                clerk_id,
+                deleted_at_ms,
+                via,
+                hard,
+                ..
+            } => Some((
+                i,
+                Removal {
+                    clerk_id,
+                    deleted_at_ms: *deleted_at_ms,
+                    via: *via,
+                },
+                *hard,
+            )),
+            _ => None,
+        })
+        .collect();
+    removals.sort_unstable_by(|a, b| a.1.clerk_id.cmp(b.1.clerk_id));
+    if !removals.is_empty() {
+        let rows: Vec<Removal> = removals.iter().map(|(_, r, _)| r.clone()).collect();
+        let new = tx.insert_tombstones(&rows).await?;
+        let (soft, hard): (Vec<&(usize, Removal, bool)>, Vec<_>) = removals
+            .iter()
+            .filter(|(_, r, _)| new.contains(r.clerk_id))
+            .partition(|(_, _, hard)| !*hard);
+        let mut soft: Vec<Removal> = soft.into_iter().map(|(_, r, _)| r.clone()).collect();
+        let hard: Vec<&Removal> = hard.into_iter().map(|(_, r, _)| r).collect();
+        soft.extend(hard_delete(tx, &hard).await?);
+        soft.sort_unstable_by(|a, b| a.clerk_id.cmp(b.clerk_id));
+        if !soft.is_empty() {
+            tx.soft_delete(&soft).await?;
+        }
+        for (i, r, _) in &removals {
+            outcomes[*i] = Some(if new.contains(r.clerk_id) {
                 Outcome::Deleted
             } else {
                 Outcome::Tombstoned
-            }
-        }
-        Change::Record { outcome, .. } => Outcome::Recorded(*outcome),
-    };
-    if let Some(d) = change.delivery() {
-        if outcome.delivery_outcome() != provisional.delivery_outcome() {
-            tx.set_delivery_outcome(&d.svix_id, outcome.delivery_outcome()).await?;
+            });
         }
     }
-    Ok(outcome)
+
+    for &i in &live {
+        if let Change::Record { outcome, .. } = &batch[i] {
+            outcomes[i] = Some(Outcome::Recorded(*outcome));
+        }
+    }
+
+    // 4. Correct the recorded outcome of deliveries that did not apply as provisionally recorded.
+    let mut corrections: Vec<(&str, &str)> = live
+        .iter()
+        .filter_map(|&i| {
+            let d = batch[i].delivery()?;
+            let outcome = outcomes[i].as_ref()?.delivery_outcome();
+            (outcome != provisional(&batch[i])).then_some((d.svix_id.as_str(), outcome))
+        })
+        .collect();
+    corrections.sort_unstable();
+    if !corrections.is_empty() {
+        tx.set_delivery_outcomes(&corrections).await?;
+    }
+    Ok(())
 }
 
-/// Applies a batch through `tx`; the caller owns begin / commit.
-pub(super) async fn apply_all<T: SqlTx>(tx: &mut T, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for change in batch {
-        outcomes.push(apply_change(tx, change).await?);
+/// Removes the rows of `rows`; returns the users whose row could not be removed because the application's own
+/// foreign keys still reference it. Those are soft-deleted instead: the delete is acknowledged and the tombstone
+/// kept, rather than failing the delivery on every retry.
+async fn hard_delete<'a, T: BatchTx>(tx: &mut T, rows: &[&Removal<'a>]) -> Result<Vec<Removal<'a>>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(outcomes)
+    let ids: Vec<&str> = rows.iter().map(|r| r.clerk_id).collect();
+    tx.exec("SAVEPOINT clerk_sync_hard_delete").await?;
+    match tx.hard_delete(&ids).await {
+        Ok(()) => {
+            tx.exec("RELEASE SAVEPOINT clerk_sync_hard_delete").await?;
+            return Ok(Vec::new());
+        }
+        Err(e) if is_foreign_key_violation(&e) => tx.exec("ROLLBACK TO SAVEPOINT clerk_sync_hard_delete").await?,
+        Err(e) => return Err(e),
+    }
+    // Some row is referenced: remove the others one by one, keep the referenced ones (soft delete).
+    let mut kept = Vec::new();
+    for r in rows {
+        match tx.hard_delete(&[r.clerk_id]).await {
+            Ok(()) => tx.exec("RELEASE SAVEPOINT clerk_sync_hard_delete").await?,
+            Err(e) if is_foreign_key_violation(&e) => {
+                tx.exec("ROLLBACK TO SAVEPOINT clerk_sync_hard_delete").await?;
+                tracing::warn!(
+                    clerk_id = r.clerk_id,
+                    "hard delete refused by a foreign key of the application; the row is soft-deleted instead"
+                );
+                metrics::counter!(crate::telemetry::metrics::HARD_DELETE_REFUSED).increment(1);
+                kept.push((*r).clone());
+            }
+            Err(e) => return Err(e),
+        }
+        tx.exec("SAVEPOINT clerk_sync_hard_delete").await?;
+    }
+    tx.exec("RELEASE SAVEPOINT clerk_sync_hard_delete").await?;
+    Ok(kept)
+}
+
+/// SQLSTATE 23503 on Postgres; SQLITE_CONSTRAINT_FOREIGNKEY (787) on SQLite.
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("23503") | Some("787")),
+        _ => false,
+    }
+}
+
+/// The outcome recorded with the delivery before the change is applied.
+fn provisional(change: &Change) -> &'static str {
+    match change {
+        Change::Record {
+            outcome: RecordOnly::Ignored,
+            ..
+        } => "ignored",
+        Change::Record {
+            outcome: RecordOnly::InvalidPayload,
+            ..
+        } => "invalid_payload",
+        _ => "applied",
+    }
 }

@@ -80,7 +80,59 @@ pub enum Change {
     Record { delivery: Delivery, outcome: RecordOnly },
 }
 
+/// Postgres text cannot hold U+0000 (SQLite can): a user's own data must never make its writes fail for ever,
+/// so NULs are dropped from every text the daemon writes, on both backends alike.
+fn strip_nul(s: &mut String) {
+    if s.contains('\0') {
+        s.retain(|c| c != '\0');
+    }
+}
+
+fn strip_nul_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        strip_nul(s);
+    }
+}
+
+impl UserData {
+    pub fn strip_nul(&mut self) {
+        strip_nul(&mut self.clerk_id);
+        for field in [
+            &mut self.email,
+            &mut self.first_name,
+            &mut self.last_name,
+            &mut self.username,
+            &mut self.image_url,
+        ] {
+            strip_nul_opt(field);
+        }
+    }
+}
+
+impl Delivery {
+    fn strip_nul(&mut self) {
+        strip_nul(&mut self.svix_id);
+        strip_nul(&mut self.event_type);
+        strip_nul_opt(&mut self.clerk_id);
+    }
+}
+
 impl Change {
+    /// Drops U+0000 from every text of the change (see [`UserData::strip_nul`]).
+    pub fn strip_nul(&mut self) {
+        match self {
+            Change::Upsert { user, delivery, .. } => {
+                user.strip_nul();
+                delivery.iter_mut().for_each(Delivery::strip_nul);
+            }
+            Change::Delete { clerk_id, delivery, .. } => {
+                strip_nul(clerk_id);
+                delivery.iter_mut().for_each(Delivery::strip_nul);
+            }
+            Change::Record { delivery, .. } => delivery.strip_nul(),
+        }
+    }
+
     pub(super) fn delivery(&self) -> Option<&Delivery> {
         match self {
             Change::Upsert { delivery, .. } | Change::Delete { delivery, .. } => delivery.as_ref(),
@@ -181,6 +233,32 @@ mod tests {
         assert_eq!(user(None, Some("Lovelace")).name().as_deref(), Some("Lovelace"));
         assert_eq!(user(None, None).name(), None);
         assert_eq!(user(Some(" "), None).name(), None);
+    }
+
+    #[test]
+    fn nul_characters_are_dropped_from_every_text() {
+        let mut change = Change::Upsert {
+            user: UserData {
+                email: Some("a\0@example.com".into()),
+                ..user(Some("A\0B"), Some("\0"))
+            },
+            via: Source::Webhook,
+            delivery: Some(Delivery {
+                svix_id: "msg_\u{0}1".into(),
+                event_type: "user.created".into(),
+                clerk_id: Some("user_1\0".into()),
+            }),
+        };
+        change.strip_nul();
+        let Change::Upsert { user, delivery, .. } = change else {
+            unreachable!("still an upsert")
+        };
+        assert_eq!(user.first_name.as_deref(), Some("AB"));
+        assert_eq!(user.last_name.as_deref(), Some(""));
+        assert_eq!(user.email.as_deref(), Some("a@example.com"));
+        let delivery = delivery.expect("delivery kept");
+        assert_eq!(delivery.svix_id, "msg_1");
+        assert_eq!(delivery.clerk_id.as_deref(), Some("user_1"));
     }
 
     #[test]

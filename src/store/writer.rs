@@ -1,17 +1,22 @@
-//! Group commit: one task owns all writes and folds whatever is queued into one transaction.
+//! Group commit: actors submit changes; the writer folds whatever is queued into one transaction.
 //!
-//! Actors submit a [`Change`] and wait for its outcome; the writer drains up to `max_batch` queued changes,
-//! applies them in one transaction and answers each. Per-user order holds because an actor waits for its own
-//! commit before it handles its next message. When a batch fails for a reason other than the database being
-//! unavailable, each change is retried alone so one bad row cannot fail its neighbours.
+//! Up to `in_flight` batches are committed at once, each on its own pooled connection: while they are busy, new
+//! changes queue up and go into the next, larger batch, so the database sees few large transactions under load
+//! and a single-change transaction when idle. Per-user order holds because a user's actor waits for its own
+//! commit before it submits that user's next change, so one user is never in two batches in flight; batches
+//! lock rows and advisory locks in sorted order, so batches in flight (or on other replicas) cannot deadlock.
+//! When a batch fails for a reason other than the database being unavailable, each change is retried alone so
+//! one bad row cannot fail its neighbours.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use super::{Change, Outcome, Store, StoreError};
+use super::{Change, Outcome, Source, Store, StoreError};
 
 /// Why a submitted change was not committed. Cheap to clone: the details are logged once by the writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,74 +48,227 @@ struct Job {
     span: tracing::Span,
 }
 
+/// How the writer is run.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    /// Most changes in one transaction.
+    pub max_batch: usize,
+    /// Batches committed at the same time.
+    pub in_flight: usize,
+}
+
+/// What `/readyz` asks of the writer.
+#[derive(Debug, Default)]
+struct Health {
+    /// False once the writer task has ended.
+    running: AtomicBool,
+    /// Milliseconds since `epoch` at which the oldest batch still in flight started; 0 when none is.
+    busy_since_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last batch that failed because the database was unavailable.
+    last_unavailable_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last committed batch.
+    last_commit_ms: AtomicU64,
+}
+
 /// A cloneable handle to submit changes.
 #[derive(Clone, Debug)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    health: Arc<Health>,
+    epoch: Instant,
 }
 
 impl Writer {
     /// Starts the writer task. It ends once every handle is dropped and the queue is drained.
-    pub fn spawn<S: Store>(store: Arc<S>, max_batch: usize) -> (Writer, JoinHandle<()>) {
-        let (jobs, queue) = mpsc::channel(max_batch.max(1) * 8);
-        let task = tokio::spawn(run(store, queue, max_batch.max(1)));
-        (Writer { jobs }, task)
+    pub fn spawn<S: Store>(store: Arc<S>, options: WriterOptions) -> (Writer, JoinHandle<()>) {
+        let max_batch = options.max_batch.max(1);
+        let (jobs, queue) = mpsc::channel(max_batch * options.in_flight.max(1) * 4);
+        let health = Arc::new(Health::default());
+        health.running.store(true, Ordering::Relaxed);
+        let epoch = Instant::now();
+        let task = tokio::spawn(run(store, queue, options, health.clone(), epoch));
+        (Writer { jobs, health, epoch }, task)
     }
 
     /// Queues a change and waits until it is committed (or failed).
-    pub async fn submit(&self, change: Change) -> Result<Outcome, WriteError> {
+    pub async fn submit(&self, mut change: Change) -> Result<Outcome, WriteError> {
+        change.strip_nul();
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let job = Job { change, reply, span };
         self.jobs.send(job).await.map_err(|_| WriteError::Unavailable)?;
         answer.await.unwrap_or(Err(WriteError::Unavailable))
     }
+
+    /// Why writes are not going through right now, if they are not: the writer stopped, a batch has been in
+    /// flight for longer than `stuck_after`, or within `stuck_after` a batch failed as unavailable and none
+    /// committed since (a locked table fails each write after `lock_timeout_ms`; the window lets readiness
+    /// recover when no write comes to prove the database is back).
+    pub fn trouble(&self, stuck_after: Duration) -> Option<&'static str> {
+        let h = &self.health;
+        if !h.running.load(Ordering::Relaxed) {
+            return Some("the writer has stopped");
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let busy_since = h.busy_since_ms.load(Ordering::Relaxed);
+        if busy_since != 0 && now.saturating_sub(busy_since) > stuck_after.as_millis() as u64 {
+            return Some("a write has been waiting on the database for too long");
+        }
+        let failed = h.last_unavailable_ms.load(Ordering::Relaxed);
+        if failed > h.last_commit_ms.load(Ordering::Relaxed)
+            && now.saturating_sub(failed) <= stuck_after.as_millis() as u64
+        {
+            return Some("the last write failed: the database is unavailable");
+        }
+        None
+    }
 }
 
-async fn run<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
-    let mut buffer = Vec::with_capacity(max_batch);
-    while queue.recv_many(&mut buffer, max_batch).await > 0 {
+/// Marks the writer stopped however its task ends (drained, panicked or aborted).
+struct Running(Arc<Health>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
+}
+
+async fn run<S: Store>(
+    store: Arc<S>,
+    mut queue: mpsc::Receiver<Job>,
+    options: WriterOptions,
+    health: Arc<Health>,
+    epoch: Instant,
+) {
+    let _running = Running(health.clone());
+    let max_batch = options.max_batch.max(1);
+    let slots = Arc::new(Semaphore::new(options.in_flight.max(1)));
+    let counters = Arc::new(CreatedCounters::new());
+    let in_flight = Arc::new(InFlight::default());
+    let mut batches = JoinSet::new();
+    loop {
+        // Wait for a free slot first: changes arriving meanwhile join the next batch.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut buffer = Vec::with_capacity(max_batch);
+        if queue.recv_many(&mut buffer, max_batch).await == 0 {
+            break;
+        }
         let span = tracing::info_span!("write_batch", changes = buffer.len());
         for job in &buffer {
             span.follows_from(&job.span);
         }
-        let (changes, replies): (Vec<Change>, Vec<Reply>) = buffer.drain(..).map(|j| (j.change, j.reply)).unzip();
-        commit(&*store, changes, replies).instrument(span).await;
+        let (store, health, counters, in_flight) = (store.clone(), health.clone(), counters.clone(), in_flight.clone());
+        batches.spawn(
+            async move {
+                let started = epoch.elapsed().as_millis() as u64 + 1;
+                in_flight.start(&health, started);
+                let (changes, replies): (Vec<Change>, Vec<Reply>) =
+                    buffer.into_iter().map(|j| (j.change, j.reply)).unzip();
+                let ok = commit(&*store, changes, replies, &counters).await;
+                let done = epoch.elapsed().as_millis() as u64 + 1;
+                let slot = if ok {
+                    &health.last_commit_ms
+                } else {
+                    &health.last_unavailable_ms
+                };
+                slot.fetch_max(done, Ordering::Relaxed);
+                in_flight.finish(&health, started);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+        while batches.try_join_next().is_some() {}
+    }
+    while batches.join_next().await.is_some() {}
+}
+
+/// Start times of the batches in flight, so `busy_since_ms` always names the oldest.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<Vec<u64>>);
+
+impl InFlight {
+    fn start(&self, health: &Health, at: u64) {
+        let mut started = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        started.push(at);
+        health
+            .busy_since_ms
+            .store(started.iter().copied().min().unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn finish(&self, health: &Health, at: u64) {
+        let mut started = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = started.iter().position(|&t| t == at) {
+            started.swap_remove(i);
+        }
+        health
+            .busy_since_ms
+            .store(started.iter().copied().min().unwrap_or(0), Ordering::Relaxed);
     }
 }
 
-/// Applies one batch in one transaction and answers each submitter.
-async fn commit<S: Store>(store: &S, changes: Vec<Change>, replies: Vec<Reply>) {
+/// Applies one batch in one transaction and answers each submitter; `false` when the database was unavailable.
+async fn commit<S: Store>(store: &S, changes: Vec<Change>, replies: Vec<Reply>, counters: &CreatedCounters) -> bool {
     match store.apply(&changes).await {
         Ok(outcomes) => {
             for ((reply, outcome), change) in replies.into_iter().zip(outcomes).zip(&changes) {
-                count_created(change, &outcome);
+                counters.count(change, &outcome);
                 let _ = reply.send(Ok(outcome));
             }
+            true
         }
         Err(e) if changes.len() > 1 && !e.is_unavailable() => {
             tracing::warn!(error = %e, batch = changes.len(), "batch failed; applying its changes one by one");
+            let mut available = true;
             for (change, reply) in changes.iter().zip(replies) {
                 let result = store.apply(std::slice::from_ref(change)).await.map(|mut o| o.remove(0));
-                if let Ok(outcome) = &result {
-                    count_created(change, outcome);
+                match &result {
+                    Ok(outcome) => counters.count(change, outcome),
+                    Err(e) => available &= !e.is_unavailable(),
                 }
                 let _ = reply.send(result.map_err(|e| log_failure(&e, 1)));
             }
+            available
         }
         Err(e) => {
             let failure = log_failure(&e, changes.len());
             for reply in replies {
                 let _ = reply.send(Err(failure));
             }
+            failure != WriteError::Unavailable
         }
     }
 }
 
-/// `clerk_sync_users_created_total` counts exactly the committed inserts, by the path that made them.
-fn count_created(change: &Change, outcome: &Outcome) {
-    if let (Change::Upsert { via, .. }, Outcome::Created) = (change, outcome) {
-        metrics::counter!(crate::telemetry::metrics::USERS_CREATED, "source" => via.as_str()).increment(1);
+/// `clerk_sync_users_created_total` counts exactly the committed inserts, by the path that made them; the
+/// label sets are resolved once rather than per change.
+struct CreatedCounters {
+    webhook: metrics::Counter,
+    fallback: metrics::Counter,
+    backfill: metrics::Counter,
+}
+
+impl CreatedCounters {
+    fn new() -> Self {
+        let counter =
+            |via: Source| metrics::counter!(crate::telemetry::metrics::USERS_CREATED, "source" => via.as_str());
+        CreatedCounters {
+            webhook: counter(Source::Webhook),
+            fallback: counter(Source::Fallback),
+            backfill: counter(Source::Backfill),
+        }
+    }
+
+    fn count(&self, change: &Change, outcome: &Outcome) {
+        if let (Change::Upsert { via, .. }, Outcome::Created) = (change, outcome) {
+            match via {
+                Source::Webhook => &self.webhook,
+                Source::Fallback => &self.fallback,
+                Source::Backfill => &self.backfill,
+            }
+            .increment(1);
+        }
     }
 }
 

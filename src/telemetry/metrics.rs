@@ -19,6 +19,7 @@ pub const DB_QUERY_DURATION: &str = "clerk_sync_db_query_duration_seconds";
 pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const BUILD_INFO: &str = "clerk_sync_build_info";
 pub const READY: &str = "clerk_sync_ready";
+pub const HARD_DELETE_REFUSED: &str = "clerk_sync_hard_delete_refused_total";
 
 /// Every exported metric name (histograms export `_bucket`, `_sum` and `_count` series).
 pub const ALL: &[&str] = &[
@@ -34,6 +35,7 @@ pub const ALL: &[&str] = &[
     HTTP_DURATION,
     BUILD_INFO,
     READY,
+    HARD_DELETE_REFUSED,
 ];
 
 /// Label values of `clerk_sync_webhook_events_total{outcome}`.
@@ -121,6 +123,7 @@ fn zero_series() {
     }
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_SIGNATURE).increment(0);
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_PAYLOAD).increment(0);
+    counter!(HARD_DELETE_REFUSED).increment(0);
 }
 
 fn describe() {
@@ -147,7 +150,11 @@ fn describe() {
         Unit::Seconds,
         "Commit time minus the Clerk event's timestamp."
     );
-    describe_gauge!(USER_ACTORS, "Live per-user actors.");
+    describe_gauge!(USER_ACTORS, "Users with work running or queued in their serial lane.");
+    describe_counter!(
+        HARD_DELETE_REFUSED,
+        "Hard deletes refused by a foreign key of the application; those rows were soft-deleted instead."
+    );
     describe_gauge!(CACHE_ENTRIES, "Users held in the in-memory cache.");
     describe_histogram!(
         DB_QUERY_DURATION,

@@ -20,3 +20,4 @@ mod session;
 mod signatures;
 mod sync;
 mod webhooks;
+mod write_path;

@@ -2,15 +2,17 @@
 
 mod adopt;
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-
-use super::{
-    apply_all, Change, Delivery, Lookup, Outcome, Source, SqlTx, Store, StoreError, Upserted, UserData, UserRow,
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+
+use super::sql::{BatchTx, NewDelivery, NewUser, Removal};
+use super::{apply_all, Change, Lookup, Outcome, Store, StoreError, UserRow};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -22,15 +24,19 @@ macro_rules! now {
     };
 }
 
+/// One statement for every user of a batch: the rows arrive as one JSON array (`json_each`), so the statement
+/// is prepared once whatever the batch size.
 const UPSERT: &str = concat!(
     "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url,
                         created_via, updated_via, clerk_updated_at, created_at, updated_at)
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ",
+     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
+            j.value ->> 6, j.value ->> 7, j.value ->> 7, j.value ->> 8, ",
     now!(),
     ", ",
     now!(),
     "
-     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = ?1)
+     FROM json_each(?1) AS j
+     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = j.value ->> 0)
      ON CONFLICT (clerk_id) DO UPDATE SET
          email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
          name = excluded.name, username = excluded.username, image_url = excluded.image_url,
@@ -42,11 +48,13 @@ const UPSERT: &str = concat!(
      RETURNING clerk_id"
 );
 
+/// A timestamp SQLite cannot format (past year 9999) must not leave a deleted user live: it falls back to now.
 const SOFT_DELETE: &str = concat!(
-    "UPDATE users SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), updated_via = ?3, ",
-    "updated_at = ",
+    "UPDATE users SET deleted_at = coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', (j.value ->> 1) / 1000.0, 'unixepoch'), ",
     now!(),
-    " WHERE clerk_id = ?1 AND deleted_at IS NULL"
+    "), updated_via = j.value ->> 2, updated_at = ",
+    now!(),
+    " FROM json_each(?1) AS j WHERE users.clerk_id = j.value ->> 0 AND users.deleted_at IS NULL"
 );
 
 #[derive(Clone, Debug)]
@@ -61,6 +69,9 @@ impl SqliteStore {
             .create_if_missing(true)
             // WAL lets readers (readiness, API reads) proceed while the writer commits.
             .journal_mode(SqliteJournalMode::Wal)
+            // In WAL, NORMAL syncs at checkpoints rather than at every commit: a power loss may lose the last
+            // commits but never corrupts the file, and a process crash loses nothing.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_millis(settings.busy_timeout_ms));
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
@@ -89,7 +100,9 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then writes fails
+        // with SQLITE_BUSY_SNAPSHOT when another connection committed in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let outcomes = apply_all(&mut SqliteTx(&mut tx), batch).await?;
         tx.commit().await?;
         Ok(outcomes)
@@ -106,7 +119,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *conn)
         .await?;
         let tombstoned = match row {
-            None => SqliteTx(&mut conn).is_tombstoned(clerk_id).await?,
+            None => !SqliteTx(&mut conn).tombstoned(&[clerk_id]).await?.is_empty(),
             Some(_) => false,
         };
         Ok(super::lookup_result(row, || tombstoned))
@@ -133,51 +146,130 @@ impl Store for SqliteStore {
 
 struct SqliteTx<'a>(&'a mut SqliteConnection);
 
-impl SqlTx for SqliteTx<'_> {
-    super::portable_sql_tx_methods!();
+/// Rows as one JSON array of arrays, the single parameter of the multi-row statements.
+fn json_rows<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> String {
+    // Serializing plain strings and integers cannot fail.
+    serde_json::to_string(&rows.collect::<Vec<T>>()).unwrap_or_else(|_| "[]".into())
+}
 
-    async fn upsert_user(&mut self, user: &UserData, via: Source) -> Result<Upserted, sqlx::Error> {
-        // SQLite has no xmax; the daemon is its only writer, so a check inside the same write transaction
-        // tells insert from update.
-        let existed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE clerk_id = ?1)")
-            .bind(&user.clerk_id)
-            .fetch_one(&mut *self.0)
-            .await?;
-        let written: Option<String> = sqlx::query_scalar(UPSERT)
-            .bind(&user.clerk_id)
-            .bind(&user.email)
-            .bind(&user.first_name)
-            .bind(&user.last_name)
-            .bind(user.name())
-            .bind(&user.username)
-            .bind(&user.image_url)
-            .bind(via.as_str())
-            .bind(user.clerk_updated_at)
-            .fetch_optional(&mut *self.0)
-            .await?;
-        Ok(match (written, existed) {
-            (None, _) => Upserted::NotApplied,
-            (Some(_), false) => Upserted::Created,
-            (Some(_), true) => Upserted::Updated,
-        })
+fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    json_rows(ids)
+}
+
+impl BatchTx for SqliteTx<'_> {
+    async fn insert_deliveries(&mut self, rows: &[NewDelivery<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+        let json = json_rows(rows.iter().map(|r| {
+            let d = r.delivery;
+            (&d.svix_id, &d.event_type, &d.clerk_id, r.outcome)
+        }));
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j WHERE true \
+             ON CONFLICT (svix_id) DO NOTHING RETURNING svix_id",
+        )
+        .bind(json)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(inserted.into_iter().collect())
     }
 
-    async fn delete_user(
-        &mut self,
-        clerk_id: &str,
-        deleted_at_ms: i64,
-        via: Source,
-        hard: bool,
-    ) -> Result<(), sqlx::Error> {
-        let query = if hard {
-            sqlx::query("DELETE FROM users WHERE clerk_id = ?1").bind(clerk_id)
-        } else {
-            sqlx::query(SOFT_DELETE)
-                .bind(clerk_id)
-                .bind(deleted_at_ms)
-                .bind(via.as_str())
-        };
-        query.execute(&mut *self.0).await?;
+    async fn delivery_outcomes(&mut self, svix_ids: &[&str]) -> Result<HashMap<String, String>, sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT svix_id, outcome FROM clerk_sync_deliveries WHERE svix_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(svix_ids.iter().copied()))
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn set_delivery_outcomes(&mut self, rows: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE clerk_sync_deliveries SET outcome = j.value ->> 1 FROM json_each(?1) AS j \
+             WHERE clerk_sync_deliveries.svix_id = j.value ->> 0",
+        )
+        .bind(json_rows(rows.iter()))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
+        let json = json_rows(rows.iter().map(|r| {
+            let u = r.user;
+            (
+                &u.clerk_id,
+                &u.email,
+                &u.first_name,
+                &u.last_name,
+                u.name(),
+                &u.username,
+                &u.image_url,
+                r.via.as_str(),
+                u.clerk_updated_at,
+            )
+        }));
+        // SQLite has no xmax; inside the write transaction (one writer) the rows present before tell
+        // insert from update.
+        let existed: Vec<String> = sqlx::query_scalar(
+            "SELECT clerk_id FROM users WHERE clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j)",
+        )
+        .bind(&json)
+        .fetch_all(&mut *self.0)
+        .await?;
+        let existed: HashSet<String> = existed.into_iter().collect();
+        let written: Vec<String> = sqlx::query_scalar(UPSERT).bind(&json).fetch_all(&mut *self.0).await?;
+        Ok(written
+            .into_iter()
+            .map(|id| {
+                let created = !existed.contains(&id);
+                (id, created)
+            })
+            .collect())
+    }
+
+    async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_ids(clerk_ids.iter().copied()))
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error> {
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) \
+             SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j WHERE true \
+             ON CONFLICT (clerk_id) DO NOTHING RETURNING clerk_id",
+        )
+        .bind(json_rows(rows.iter().map(|r| (r.clerk_id, r.deleted_at_ms))))
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(inserted.into_iter().collect())
+    }
+
+    async fn soft_delete(&mut self, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
+        sqlx::query(SOFT_DELETE)
+            .bind(json_rows(
+                rows.iter().map(|r| (r.clerk_id, r.deleted_at_ms, r.via.as_str())),
+            ))
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn hard_delete(&mut self, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM users WHERE clerk_id IN (SELECT value FROM json_each(?1))")
+            .bind(json_ids(clerk_ids.iter().copied()))
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(&mut *self.0).await?;
         Ok(())
     }
 }
