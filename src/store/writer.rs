@@ -166,14 +166,16 @@ async fn run<S: Store>(
                 in_flight.start(&health, started);
                 let (changes, replies): (Vec<Change>, Vec<Reply>) =
                     buffer.into_iter().map(|j| (j.change, j.reply)).unzip();
+                // Only a commit that wrote users proves users can be written (a locked `users` table lets
+                // delivery-only batches through).
+                let touches_users = changes.iter().any(|c| c.clerk_id().is_some());
                 let ok = commit(&*store, changes, replies, &counters).await;
                 let done = epoch.elapsed().as_millis() as u64 + 1;
-                let slot = if ok {
-                    &health.last_commit_ms
-                } else {
-                    &health.last_unavailable_ms
-                };
-                slot.fetch_max(done, Ordering::Relaxed);
+                if !ok {
+                    health.last_unavailable_ms.fetch_max(done, Ordering::Relaxed);
+                } else if touches_users {
+                    health.last_commit_ms.fetch_max(done, Ordering::Relaxed);
+                }
                 in_flight.finish(&health, started);
                 drop(permit);
             }

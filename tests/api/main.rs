@@ -15,6 +15,7 @@ mod concurrency;
 mod deletes;
 mod fallback;
 mod fallback_concurrency;
+mod faults;
 mod replicas;
 mod session;
 mod signatures;
