@@ -63,6 +63,11 @@ struct Deleted {
     id: String,
 }
 
+/// The sane range of Clerk timestamps, in ms since the epoch: 2000-01-01 to 2100-01-01. Anything outside is
+/// refused as an invalid payload, on both backends alike (SQLite cannot format a date past year 9999, so an
+/// absurd delete time would otherwise leave a deleted user live there).
+pub const SANE_MS: std::ops::RangeInclusive<i64> = 946_684_800_000..=4_102_444_800_000;
+
 /// Envelope timestamps under 10^12 are seconds (10^12 ms is 2001; 10^12 s is far in the future).
 fn to_millis(ts: i64) -> i64 {
     if ts < 1_000_000_000_000 {
@@ -106,6 +111,17 @@ impl VerifiedBody {
                     .map(str::to_owned),
             },
         };
+        let ordered_by = match &kind {
+            EventKind::Upsert(user) => Some(user.clerk_updated_at),
+            EventKind::Delete { deleted_at_ms, .. } => Some(*deleted_at_ms),
+            EventKind::Other { .. } => None,
+        };
+        if let Some(ms) = ordered_by.filter(|ms| !SANE_MS.contains(ms)) {
+            return Err(invalid(
+                &envelope.event_type,
+                format!("timestamp {ms} ms is outside 2000-01-01 .. 2100-01-01"),
+            ));
+        }
         if let EventKind::Upsert(UserData { clerk_id, .. }) | EventKind::Delete { clerk_id, .. } = &kind {
             if !is_user_id(clerk_id) {
                 return Err(invalid(

@@ -108,8 +108,10 @@ both_backends!(without_a_signing_secret_webhooks_are_503, |backend| async move {
     // Signed with some secret: the daemon has none to check it with.
     let response = app.post_webhook(&user.created(), &id).await;
     let status = response.status();
+    let retry_after = response.headers().get("retry-after").cloned();
     let body = response.text().await.expect("cannot read the body");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "body: {body}");
+    assert!(retry_after.is_some(), "a 503 carries Retry-After, as the README says");
     let lower = body.to_lowercase();
     assert!(
         lower.contains("signing secret") || lower.contains("signing_secret"),

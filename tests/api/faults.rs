@@ -223,3 +223,30 @@ async fn the_same_deliveries_on_two_replicas_never_deadlock() {
     }
     assert_eq!(app.db.count_deliveries().await, 160);
 }
+
+// A NUL character in a name made every write of that user fail on Postgres (text cannot hold U+0000): both
+// backends store the user, without the NUL.
+both_backends!(a_nul_character_in_a_name_is_stored_without_it, |backend| async move {
+    let app = spawn_app(backend).await;
+    let mut user = ClerkUser::new(now_ms());
+    user.first_name = Some("A\u{0}B".into());
+    app.expect_outcome(&user.created(), &svix_id(), "applied").await;
+    let row = app.db.user(&user.id).await.expect("stored");
+    assert_eq!(row.first_name.as_deref(), Some("AB"));
+});
+
+// A delete whose timestamp lies past year 9999 answered `applied` on SQLite and left the user live there.
+// Timestamps outside 2000 .. 2100 are refused, identically on both backends, and nothing changes.
+both_backends!(absurd_timestamps_are_refused_on_both_backends, |backend| async move {
+    let app = spawn_app(backend).await;
+    let user = ClerkUser::new(now_ms());
+    app.expect_outcome(&user.created(), &svix_id(), "applied").await;
+    let (status, json) = app.deliver(&user.deleted(300_000_000_000_000), &svix_id()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    assert_eq!(json["error"], "invalid_payload", "{json}");
+    let (status, json) = app.deliver(&user.at(i64::MAX / 2).updated(), &svix_id()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    let row = app.db.user(&user.id).await.expect("row");
+    assert!(row.deleted_at.is_none(), "nothing applied: {row:?}");
+    assert!(app.db.tombstone(&user.id).await.is_none(), "no tombstone");
+});
