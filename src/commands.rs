@@ -158,3 +158,31 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+/// `clerk-sync backfill`: walk Clerk's user list into the table; non-zero exit on failure.
+pub async fn backfill(settings: Settings, options: crate::backfill::Options) -> i32 {
+    use crate::backfill::{Backfill, BackfillError};
+    let backfill = match Backfill::connect(&settings).await {
+        Ok(b) => b,
+        Err(BackfillError::Setup(msg)) => return fail(&msg, EX_CONFIG),
+        Err(e) => return fail(&format!("database.url (DATABASE_URL): {e}"), EX_UNAVAILABLE),
+    };
+    let mut progress = crate::backfill::progress::for_terminal(options.dry_run);
+    let result = backfill.run(options, progress.as_mut()).await;
+    progress.finish();
+    backfill.db.close().await;
+    match result {
+        Ok(summary) => {
+            println!("{}", crate::backfill::progress::describe(&summary, options.dry_run));
+            if summary.failed > 0 {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => fail(
+            &format!("backfill stopped: {e}; run it again to continue where it stopped (--restart starts over)"),
+            1,
+        ),
+    }
+}

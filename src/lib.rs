@@ -5,6 +5,7 @@
 
 pub mod actors;
 mod app;
+pub mod backfill;
 pub mod cache;
 pub mod clerk;
 pub mod commands;

@@ -26,6 +26,18 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted) and check the database and signing secret.
     CheckConfig,
+    /// Walk Clerk's whole user list into the table (resumable; Ctrl-C and run again to continue).
+    Backfill {
+        /// Tombstone (soft-delete) users that are in the table but no longer in Clerk, after a complete read.
+        #[arg(long)]
+        prune: bool,
+        /// Read everything, write nothing, print what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start from the beginning instead of continuing an interrupted run.
+        #[arg(long)]
+        restart: bool,
+    },
     /// Sign a realistic Clerk event with the configured secret and POST it to a running daemon.
     SendTestEvent {
         /// user.created, user.updated or user.deleted.
@@ -73,6 +85,18 @@ async fn run(command: Command, settings: Settings) -> i32 {
         Command::Serve => commands::serve(settings).await,
         Command::Migrate => commands::migrate(settings).await,
         Command::CheckConfig => commands::check_config(settings).await,
+        Command::Backfill {
+            prune,
+            dry_run,
+            restart,
+        } => {
+            let options = clerk_sync::backfill::Options {
+                prune,
+                dry_run,
+                restart,
+            };
+            commands::backfill(settings, options).await
+        }
         Command::SendTestEvent {
             event_type,
             user_id,

@@ -99,7 +99,11 @@ impl ClerkClient {
     }
 
     #[tracing::instrument(name = "clerk_api", skip(self), fields(operation))]
-    async fn get_json<T: DeserializeOwned>(&self, operation: &'static str, path: &str) -> Result<T, ClerkError> {
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path: &str,
+    ) -> Result<T, ClerkError> {
         if !self.secret_key.is_set() {
             return Err(ClerkError::NotConfigured);
         }

@@ -2,10 +2,12 @@
 
 mod client;
 mod jwt;
+mod list;
 mod user;
 
 pub use client::{ClerkClient, ClerkError};
 pub use jwt::{AuthError, JwtVerifier, SessionClaims};
+pub use list::{Cursor, PAGE_SIZE};
 pub use user::{is_user_id, ClerkUser, EmailAddress};
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! tombstones) is written once in `sql.rs` against the small `BatchTx` vocabulary of multi-row statements that
 //! each backend implements with its own SQL.
 
+pub mod backfill;
 mod error;
 mod postgres;
 mod sql;

@@ -243,6 +243,13 @@ async fn commit<S: Store>(store: &S, changes: Vec<Change>, replies: Vec<Reply>, 
     }
 }
 
+/// Counts a committed change in `clerk_sync_users_created_total` (for writes that bypass the writer: backfill).
+pub fn count_created(change: &Change, outcome: &Outcome) {
+    if let (Change::Upsert { via, .. }, Outcome::Created) = (change, outcome) {
+        metrics::counter!(crate::telemetry::metrics::USERS_CREATED, "source" => via.as_str()).increment(1);
+    }
+}
+
 /// `clerk_sync_users_created_total` counts exactly the committed inserts, by the path that made them; the
 /// label sets are resolved once rather than per change.
 struct CreatedCounters {

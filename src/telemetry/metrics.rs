@@ -20,6 +20,8 @@ pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const BUILD_INFO: &str = "clerk_sync_build_info";
 pub const READY: &str = "clerk_sync_ready";
 pub const HARD_DELETE_REFUSED: &str = "clerk_sync_hard_delete_refused_total";
+pub const BACKFILL_USERS: &str = "clerk_sync_backfill_users_total";
+pub const BACKFILL_LAST_SUCCESS: &str = "clerk_sync_backfill_last_success_timestamp_seconds";
 
 /// Every exported metric name (histograms export `_bucket`, `_sum` and `_count` series).
 pub const ALL: &[&str] = &[
@@ -36,6 +38,8 @@ pub const ALL: &[&str] = &[
     BUILD_INFO,
     READY,
     HARD_DELETE_REFUSED,
+    BACKFILL_USERS,
+    BACKFILL_LAST_SUCCESS,
 ];
 
 /// Label values of `clerk_sync_webhook_events_total{outcome}`.
@@ -124,6 +128,9 @@ fn zero_series() {
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_SIGNATURE).increment(0);
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_PAYLOAD).increment(0);
     counter!(HARD_DELETE_REFUSED).increment(0);
+    for outcome in ["created", "updated", "unchanged", "tombstoned", "pruned", "failed"] {
+        counter!(BACKFILL_USERS, "outcome" => outcome).increment(0);
+    }
 }
 
 fn describe() {
@@ -151,6 +158,14 @@ fn describe() {
         "Commit time minus the Clerk event's timestamp."
     );
     describe_gauge!(USER_ACTORS, "Users with work running or queued in their serial lane.");
+    describe_counter!(
+        BACKFILL_USERS,
+        "Users read by backfill or reconciliation, by outcome (created, updated, unchanged, tombstoned, pruned, failed)."
+    );
+    describe_gauge!(
+        BACKFILL_LAST_SUCCESS,
+        "Unix time of the last backfill or reconciliation that read Clerk's whole user list."
+    );
     describe_counter!(
         HARD_DELETE_REFUSED,
         "Hard deletes refused by a foreign key of the application; those rows were soft-deleted instead."

@@ -372,6 +372,19 @@ impl TestApp {
         app
     }
 
+    /// Runs `clerk-sync backfill` in this process against the app's database and fake Clerk.
+    pub async fn backfill(
+        &self,
+        options: clerk_sync::backfill::Options,
+    ) -> Result<clerk_sync::backfill::Summary, clerk_sync::backfill::BackfillError> {
+        let extra: Vec<(&str, &str)> = self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let settings = settings_for(&self.database, &self.secret, &extra);
+        let backfill = clerk_sync::backfill::Backfill::connect(&settings).await?;
+        let summary = backfill.run(options, &mut clerk_sync::backfill::Quiet).await;
+        backfill.db.close().await;
+        summary
+    }
+
     /// Sends the shutdown signal and waits (at most 15 s) for `run_until_stopped` to return `Ok(())`.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

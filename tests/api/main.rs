@@ -11,6 +11,7 @@ mod test_db;
 mod adoption;
 mod api_auth;
 mod availability;
+mod backfill;
 mod concurrency;
 mod deletes;
 mod fallback;

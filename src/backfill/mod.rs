@@ -1,0 +1,315 @@
+//! Backfill and reconciliation: walk Clerk's whole user list and make the table right.
+//!
+//! Pages of 500 users in `created_at` order go through the same batch logic as webhooks (ordering guard,
+//! tombstones never resurrected, `created_via = 'backfill'`), one transaction per page. A backfill needs no
+//! lane per user: the statements are conflict-safe on their own and take the same per-user advisory locks, so
+//! a webhook for the same user, in this process or another, is ordered against it by `updated_at` alone.
+//! The cursor and the ids seen are checkpointed after every page, so an interrupted run resumes; memory holds
+//! one page whatever the number of users. `--prune` tombstones the live users Clerk no longer lists, only
+//! after the whole list was read.
+
+pub mod progress;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cache::UserCache;
+use crate::clerk::{ClerkClient, ClerkError, Cursor, PAGE_SIZE};
+use crate::config::Settings;
+use crate::store::backfill::{Checkpoint, Known};
+use crate::store::writer::count_created;
+use crate::store::{Change, Db, Outcome, Source, Store, StoreError};
+use crate::telemetry::metrics;
+
+/// The checkpoint name of the users walk.
+const USERS: &str = "users";
+/// A dry run records the ids it saw under its own name (bookkeeping only, never `users`), so `--prune` can say
+/// who would be tombstoned without holding the list in memory; it is cleared at the end.
+const DRY_RUN: &str = "users-dry-run";
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub prune: bool,
+    pub dry_run: bool,
+    pub restart: bool,
+}
+
+/// What a run did (or, with `--dry-run`, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub scanned: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub pruned: u64,
+    pub skipped_tombstoned: u64,
+    pub failed: u64,
+    #[serde(skip)]
+    pub duration: Duration,
+    /// The run continued an interrupted one.
+    pub resumed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("Clerk: {0}")]
+    Clerk(#[from] ClerkError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Told of progress after every page.
+pub trait Progress: Send {
+    fn total(&mut self, _total: u64) {}
+    fn page(&mut self, _summary: &Summary) {}
+}
+
+/// No progress reporting (reconciliation inside `serve` logs its summary instead).
+pub struct Quiet;
+impl Progress for Quiet {}
+
+pub struct Backfill {
+    pub db: Arc<Db>,
+    pub clerk: Arc<ClerkClient>,
+    /// Inside `serve`: entries of changed users are dropped after each page commits.
+    pub cache: Option<UserCache>,
+}
+
+impl Backfill {
+    /// Connects to the configured database (applying pending migrations) and Clerk, for the CLI.
+    pub async fn connect(settings: &Settings) -> Result<Backfill, BackfillError> {
+        if !settings.clerk.secret_key.is_set() {
+            return Err(BackfillError::Setup(
+                "clerk.secret_key (CLERK_SECRET_KEY): not set; backfill reads Clerk's user list with it".into(),
+            ));
+        }
+        let db = Db::connect(&settings.database).await?;
+        db.migrate().await?;
+        let clerk = ClerkClient::new(&settings.clerk).map_err(|e| BackfillError::Setup(e.to_string()))?;
+        Ok(Backfill {
+            db: Arc::new(db),
+            clerk,
+            cache: None,
+        })
+    }
+
+    pub async fn run(&self, options: Options, progress: &mut dyn Progress) -> Result<Summary, BackfillError> {
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        if let Ok(total) = self.clerk.count_users().await {
+            progress.total(total);
+        }
+        // A dry run changes no user and keeps no checkpoint: it always reads from the start.
+        let mut checkpoint = match (options.dry_run, options.restart) {
+            (true, _) => {
+                self.db.backfill_start(DRY_RUN).await?;
+                Checkpoint::default()
+            }
+            (false, false) => match self.db.backfill_checkpoint(USERS).await? {
+                Some(resume) => {
+                    summary.resumed = true;
+                    summary.scanned = resume.scanned.max(0) as u64;
+                    resume
+                }
+                None => self.fresh().await?,
+            },
+            (false, true) => self.fresh().await?,
+        };
+        loop {
+            let cursor = checkpoint.cursor.clone().map(Cursor::After);
+            let page = self.clerk.list_users(cursor.as_ref(), PAGE_SIZE).await?;
+            let Some(last) = page.last().map(|u| u.id.clone()) else {
+                break;
+            };
+            let full = page.len() == PAGE_SIZE;
+            let changes: Vec<Change> = page
+                .into_iter()
+                .map(|u| Change::Upsert {
+                    user: u.into_user_data(),
+                    via: Source::Backfill,
+                    delivery: None,
+                })
+                .collect();
+            summary.scanned += changes.len() as u64;
+            checkpoint.cursor = Some(last);
+            checkpoint.scanned = summary.scanned as i64;
+            if options.dry_run {
+                self.classify(&changes, &mut summary).await?;
+                let seen: Vec<&str> = changes.iter().map(change_id).collect();
+                self.db.backfill_page(DRY_RUN, &seen, &checkpoint).await?;
+            } else {
+                self.apply(changes, &checkpoint, &mut summary).await?;
+            }
+            progress.page(&summary);
+            if !full {
+                break;
+            }
+        }
+        if options.prune {
+            summary.pruned = self.prune(options.dry_run).await?;
+        }
+        if options.dry_run {
+            self.db.backfill_finish(DRY_RUN).await?;
+        } else {
+            self.db.backfill_finish(USERS).await?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            ::metrics::gauge!(metrics::BACKFILL_LAST_SUCCESS).set(now);
+        }
+        summary.duration = started.elapsed();
+        Ok(summary)
+    }
+
+    async fn fresh(&self) -> Result<Checkpoint, StoreError> {
+        self.db.backfill_start(USERS).await?;
+        Ok(Checkpoint::default())
+    }
+
+    /// Applies one page in one transaction, then checkpoints it.
+    async fn apply(
+        &self,
+        changes: Vec<Change>,
+        checkpoint: &Checkpoint,
+        summary: &mut Summary,
+    ) -> Result<(), StoreError> {
+        let mut changes = changes;
+        changes.iter_mut().for_each(Change::strip_nul);
+        let outcomes = match self.db.apply(&changes).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) if e.is_unavailable() => return Err(e),
+            // One user the database refuses must not stop the walk: apply the page one by one.
+            Err(e) => {
+                tracing::warn!(error = %e, "backfill page failed; applying its users one by one");
+                let mut each = Vec::with_capacity(changes.len());
+                for change in &changes {
+                    each.push(
+                        self.db
+                            .apply(std::slice::from_ref(change))
+                            .await
+                            .map(|mut o| o.remove(0)),
+                    );
+                }
+                each
+            }
+        };
+        for (change, outcome) in changes.iter().zip(outcomes) {
+            let label = match &outcome {
+                Ok(o) => {
+                    count_created(change, o);
+                    count(summary, o)
+                }
+                Err(e) if e.is_unavailable() => return Err(StoreError::Closed),
+                Err(e) => {
+                    tracing::error!(error = %e, clerk_id = change_id(change), "backfill: user not written");
+                    summary.failed += 1;
+                    "failed"
+                }
+            };
+            ::metrics::counter!(metrics::BACKFILL_USERS, "outcome" => label).increment(1);
+            if let (Some(cache), "created" | "updated") = (&self.cache, label) {
+                cache.invalidate(change_id(change)).await;
+            }
+        }
+        let seen: Vec<&str> = changes.iter().map(change_id).collect();
+        self.db.backfill_page(USERS, &seen, checkpoint).await
+    }
+
+    /// A dry run's classification of one page against what the database holds.
+    async fn classify(&self, changes: &[Change], summary: &mut Summary) -> Result<(), StoreError> {
+        let ids: Vec<&str> = changes.iter().map(change_id).collect();
+        let known = self.db.known(&ids).await?;
+        for change in changes {
+            let Change::Upsert { user, .. } = change else { continue };
+            match known.get(&user.clerk_id) {
+                None => summary.created += 1,
+                Some(Known::Deleted) => summary.skipped_tombstoned += 1,
+                Some(Known::Live { clerk_updated_at })
+                    if clerk_updated_at.is_none_or(|t| t < user.clerk_updated_at) =>
+                {
+                    summary.updated += 1
+                }
+                Some(Known::Live { .. }) => summary.unchanged += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Tombstones (soft delete) every live user the walk did not see; with `dry_run`, only counts them.
+    async fn prune(&self, dry_run: bool) -> Result<u64, StoreError> {
+        if dry_run {
+            let (mut after, mut absent) = (String::new(), 0);
+            loop {
+                let page = self.db.backfill_unseen(DRY_RUN, &after, PAGE_SIZE as i64).await?;
+                let Some(last) = page.last().cloned() else { break };
+                absent += page.len() as u64;
+                after = last;
+            }
+            return Ok(absent);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut after = String::new();
+        let mut pruned = 0;
+        loop {
+            let absent = self.db.backfill_unseen(USERS, &after, PAGE_SIZE as i64).await?;
+            let Some(last) = absent.last().cloned() else { break };
+            let changes: Vec<Change> = absent
+                .iter()
+                .map(|id| Change::Delete {
+                    clerk_id: id.clone(),
+                    deleted_at_ms: now_ms,
+                    via: Source::Backfill,
+                    hard: false,
+                    delivery: None,
+                })
+                .collect();
+            let outcomes = self.db.apply(&changes).await?;
+            for (id, outcome) in absent.iter().zip(outcomes) {
+                if outcome == Outcome::Deleted {
+                    pruned += 1;
+                    tracing::info!(clerk_id = id, "backfill --prune: absent from Clerk; tombstoned");
+                    ::metrics::counter!(metrics::BACKFILL_USERS, "outcome" => "pruned").increment(1);
+                    if let Some(cache) = &self.cache {
+                        cache.invalidate(id).await;
+                    }
+                }
+            }
+            after = last;
+        }
+        Ok(pruned)
+    }
+}
+
+fn change_id(change: &Change) -> &str {
+    match change {
+        Change::Upsert { user, .. } => &user.clerk_id,
+        Change::Delete { clerk_id, .. } => clerk_id,
+        Change::Record { delivery, .. } => &delivery.svix_id,
+    }
+}
+
+/// Adds an outcome to the summary; returns its label.
+fn count(summary: &mut Summary, outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Created => {
+            summary.created += 1;
+            "created"
+        }
+        Outcome::Updated => {
+            summary.updated += 1;
+            "updated"
+        }
+        Outcome::Tombstoned => {
+            summary.skipped_tombstoned += 1;
+            "tombstoned"
+        }
+        _ => {
+            summary.unchanged += 1;
+            "unchanged"
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! What a backfill keeps in the database: its cursor (so an interrupted run resumes), the ids it has seen (so
+//! `--prune` knows who is absent from Clerk without holding the list in memory), and reads for `--dry-run`.
+
+use std::collections::HashMap;
+
+use super::{Db, StoreError};
+
+/// `clerk_id`, `clerk_updated_at`, deleted.
+type KnownRow = (String, Option<i64>, bool);
+
+/// A backfill's checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last Clerk id written; `None` before the first page.
+    pub cursor: Option<String>,
+    /// Users read from Clerk so far.
+    pub scanned: i64,
+}
+
+/// What the database holds for one id, as far as a backfill's dry run needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    Live { clerk_updated_at: Option<i64> },
+    Deleted,
+}
+
+/// The same statement text on both backends (SQLite reads `$n` as numbered parameters): run `$body` with
+/// `$pool` bound to whichever pool this is.
+/// Moves the cursor of backfill `$name`, inside the open transaction `$tx`.
+macro_rules! save_cursor {
+    ($tx:expr, $name:expr, $cursor:expr, $scanned:expr) => {
+        sqlx::query(
+            "UPDATE clerk_sync_backfill SET cursor = $2, scanned = $3, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
+        )
+        .bind($name)
+        .bind($cursor)
+        .bind($scanned)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            Db::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// The checkpoint of backfill `name`, if a run of it has not finished.
+    pub async fn backfill_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<(Option<String>, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT cursor, scanned FROM clerk_sync_backfill WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(cursor, scanned)| Checkpoint { cursor, scanned }))
+    }
+
+    /// Starts backfill `name` afresh: no cursor, nothing seen.
+    pub async fn backfill_start(&self, name: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM clerk_sync_backfill_seen WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO clerk_sync_backfill (name, cursor, scanned) VALUES ($1, NULL, 0) \
+                 ON CONFLICT (name) DO UPDATE SET cursor = NULL, scanned = 0",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records one page: the ids it held and the cursor after it, in one transaction.
+    pub async fn backfill_page(&self, name: &str, seen: &[&str], checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let ids = serde_json::to_string(seen).unwrap_or_else(|_| "[]".into());
+        let (cursor, scanned) = (checkpoint.cursor.as_deref(), checkpoint.scanned);
+        match self {
+            Db::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                sqlx::query(
+                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
+                     SELECT $1, value FROM json_array_elements_text($2::json) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                save_cursor!(tx, name, cursor, scanned);
+                tx.commit().await?;
+            }
+            Db::Sqlite(s) => {
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query(
+                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
+                     SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                save_cursor!(tx, name, cursor, scanned);
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Live users that backfill `name` has not seen, after `after` in id order, at most `limit`.
+    pub async fn backfill_unseen(&self, name: &str, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT u.clerk_id FROM users u WHERE u.deleted_at IS NULL AND u.clerk_id > $2 \
+                 AND NOT EXISTS (SELECT 1 FROM clerk_sync_backfill_seen s WHERE s.name = $1 AND s.clerk_id = u.clerk_id) \
+                 ORDER BY u.clerk_id LIMIT $3",
+            )
+            .bind(name)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Forgets backfill `name`: the run is complete.
+    pub async fn backfill_finish(&self, name: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for table in ["clerk_sync_backfill_seen", "clerk_sync_backfill"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE name = $1"))
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// What the database holds for each of `ids` (absent: neither a row nor a tombstone).
+    pub async fn known(&self, ids: &[&str]) -> Result<HashMap<String, Known>, StoreError> {
+        let json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        let input = match self {
+            Db::Postgres(_) => "SELECT value FROM json_array_elements_text($1::json)",
+            Db::Sqlite(_) => "SELECT value FROM json_each($1)",
+        };
+        let users =
+            format!("SELECT clerk_id, clerk_updated_at, deleted_at IS NOT NULL FROM users WHERE clerk_id IN ({input})");
+        let tombstones = format!("SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id IN ({input})");
+        let (rows, dead): (Vec<KnownRow>, Vec<String>) = on_pool!(self, |pool| {
+            let rows = sqlx::query_as(&users).bind(&json).fetch_all(pool).await?;
+            let dead = sqlx::query_scalar(&tombstones).bind(&json).fetch_all(pool).await?;
+            (rows, dead)
+        });
+        let mut known: HashMap<String, Known> = rows
+            .into_iter()
+            .map(|(id, clerk_updated_at, deleted)| {
+                let k = if deleted {
+                    Known::Deleted
+                } else {
+                    Known::Live { clerk_updated_at }
+                };
+                (id, k)
+            })
+            .collect();
+        for id in dead {
+            known.insert(id, Known::Deleted);
+        }
+        Ok(known)
+    }
+}

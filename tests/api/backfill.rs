@@ -1,0 +1,317 @@
+//! `clerk-sync backfill` against a fake Clerk list endpoint, on both backends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use clerk_sync::backfill::{Options, Summary};
+use serde_json::{json, Value};
+use wiremock::{Request, Respond, ResponseTemplate};
+
+use crate::clerk::{now_ms, svix_id, ClerkUser};
+use crate::helpers::{spawn_app_with_clerk, TestApp};
+
+/// Serves `GET /v1/users?limit&order_by=+created_at&starting_after` from a list, as Clerk does (a bare array),
+/// with optional failures: `fail` answers that status (and `Retry-After: 1` on 429) for the requests numbered
+/// in `failing` (0-based, list pages only).
+struct FakeList {
+    users: Vec<Value>,
+    served: AtomicUsize,
+    failing: std::sync::Mutex<Vec<usize>>,
+    fail: u16,
+}
+
+impl FakeList {
+    /// Clerk works again.
+    fn heal(&self) {
+        self.failing.lock().expect("lock").clear();
+    }
+}
+
+impl Respond for FakeList {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let n = self.served.fetch_add(1, Ordering::SeqCst);
+        if self.failing.lock().expect("lock").contains(&n) {
+            let mut answer = ResponseTemplate::new(self.fail);
+            if self.fail == 429 {
+                answer = answer.insert_header("retry-after", "1");
+            }
+            return answer;
+        }
+        let query: std::collections::HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+        assert_eq!(
+            query.get("order_by").map(String::as_str),
+            Some("+created_at"),
+            "{}",
+            request.url
+        );
+        let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+        assert!(limit <= 500, "Clerk's pages hold at most 500");
+        let start = match query.get("starting_after") {
+            Some(after) => self
+                .users
+                .iter()
+                .position(|u| u["id"] == *after.as_str())
+                .map_or(self.users.len(), |i| i + 1),
+            None => 0,
+        };
+        let page: Vec<&Value> = self.users.iter().skip(start).take(limit).collect();
+        ResponseTemplate::new(200).set_body_json(page)
+    }
+}
+
+async fn mount(app: &TestApp, users: &[ClerkUser], failing: Vec<usize>, fail: u16) -> Arc<FakeList> {
+    use wiremock::matchers::{method, path};
+    let list = Arc::new(FakeList {
+        users: users.iter().map(ClerkUser::data).collect(),
+        served: AtomicUsize::new(0),
+        failing: std::sync::Mutex::new(failing),
+        fail,
+    });
+    wiremock::Mock::given(method("GET"))
+        .and(path("/v1/users/count"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "total_count", "total_count": users.len()})),
+        )
+        .mount(app.clerk())
+        .await;
+    wiremock::Mock::given(method("GET"))
+        .and(path("/v1/users"))
+        .respond_with(ArcList(list.clone()))
+        .mount(app.clerk())
+        .await;
+    list
+}
+
+struct ArcList(Arc<FakeList>);
+
+impl Respond for ArcList {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.0.respond(request)
+    }
+}
+
+fn users(n: usize) -> Vec<ClerkUser> {
+    let t = now_ms() - 3_600_000;
+    (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
+}
+
+async fn run(app: &TestApp, options: Options) -> Summary {
+    app.backfill(options).await.expect("backfill succeeds")
+}
+
+both_backends!(empty_list, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    mount(&app, &[], vec![], 500).await;
+    let summary = run(&app, Options::default()).await;
+    assert_eq!((summary.scanned, summary.created), (0, 0), "{summary:?}");
+    assert_eq!(app.db.count_all_users().await, 0);
+});
+
+both_backends!(pages_of_every_shape_are_walked_whole, |backend| async move {
+    for n in [1, 500, 1000, 1234] {
+        let app = spawn_app_with_clerk(backend, &[]).await;
+        let all = users(n);
+        mount(&app, &all, vec![], 500).await;
+        let summary = run(&app, Options::default()).await;
+        assert_eq!(summary.scanned, n as u64, "{n}: {summary:?}");
+        assert_eq!(summary.created, n as u64, "{n}: {summary:?}");
+        assert_eq!(summary.failed, 0);
+        assert_eq!(app.db.count_all_users().await, n as i64);
+        let row = app.db.user(&all[n - 1].id).await.expect("last user stored");
+        assert_eq!(row.created_via, "backfill");
+        assert_eq!(row.email, all[n - 1].primary_email());
+
+        // A second run changes nothing.
+        let again = run(&app, Options::default()).await;
+        assert_eq!(
+            (again.created, again.updated, again.unchanged),
+            (0, 0, n as u64),
+            "{again:?}"
+        );
+    }
+});
+
+both_backends!(a_429_mid_run_is_waited_out, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let all = users(1200);
+    mount(&app, &all, vec![1], 429).await;
+    let summary = run(&app, Options::default()).await;
+    assert_eq!(summary.created, 1200, "{summary:?}");
+});
+
+both_backends!(a_failing_clerk_stops_the_run_and_it_resumes, |backend| async move {
+    let env = [("CLERK_SYNC_CLERK__RETRY_BUDGET_MS", "500")];
+    let app = spawn_app_with_clerk(backend, &env).await;
+    let all = users(1200);
+    // The second page fails on every retry (requests 1..=40), so the run fails after one page.
+    let list = mount(&app, &all, (1..=1000).collect(), 500).await;
+    let failed = app
+        .backfill(Options {
+            prune: true,
+            ..Options::default()
+        })
+        .await;
+    assert!(failed.is_err(), "a run that cannot read the list fails: {failed:?}");
+    assert_eq!(app.db.count_all_users().await, 500, "the first page was committed");
+    list.heal();
+
+    // Resumed: it continues after the first page (not from the start) and prunes nothing it did not see.
+    let served_before = list.served.load(Ordering::SeqCst);
+    let summary = run(
+        &app,
+        Options {
+            prune: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(summary.resumed, "{summary:?}");
+    assert_eq!(summary.created, 700, "only the rest is written: {summary:?}");
+    assert_eq!(summary.scanned, 1200, "{summary:?}");
+    assert_eq!(summary.pruned, 0);
+    assert_eq!(app.db.count_all_users().await, 1200);
+    assert!(list.served.load(Ordering::SeqCst) > served_before);
+
+    // --restart reads from the start again.
+    let restarted = run(
+        &app,
+        Options {
+            restart: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(!restarted.resumed);
+    assert_eq!(restarted.scanned, 1200);
+});
+
+both_backends!(prune_tombstones_only_after_a_whole_read, |backend| async move {
+    let env = [("CLERK_SYNC_CLERK__RETRY_BUDGET_MS", "500")];
+    let app = spawn_app_with_clerk(backend, &env).await;
+    let gone = ClerkUser::new(now_ms() - 7_200_000);
+    app.expect_outcome(&gone.created(), &svix_id(), "applied").await;
+    let all = users(600);
+
+    // A partial read never prunes.
+    let list = mount(&app, &all, (1..=1000).collect(), 500).await;
+    let partial = app
+        .backfill(Options {
+            prune: true,
+            ..Options::default()
+        })
+        .await;
+    assert!(partial.is_err());
+    assert!(
+        app.db.user(&gone.id).await.expect("row").deleted_at.is_none(),
+        "pruned on a partial read"
+    );
+
+    list.heal();
+    let summary = run(
+        &app,
+        Options {
+            prune: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(summary.pruned, 1, "{summary:?}");
+    let row = app.db.user(&gone.id).await.expect("row");
+    assert!(row.deleted_at.is_some(), "absent from Clerk: tombstoned {row:?}");
+    assert_eq!(row.updated_via.as_deref(), Some("backfill"));
+    assert!(app.db.tombstone(&gone.id).await.is_some());
+});
+
+both_backends!(dry_run_writes_nothing, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let all = users(700);
+    let t = now_ms();
+    app.expect_outcome(&all[0].at(t).created(), &svix_id(), "applied").await;
+    app.expect_outcome(&all[1].at(all[1].updated_at - 1_000).created(), &svix_id(), "applied")
+        .await;
+    mount(&app, &all, vec![], 500).await;
+    let summary = run(
+        &app,
+        Options {
+            dry_run: true,
+            prune: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(summary.scanned, 700);
+    assert_eq!(
+        (summary.created, summary.updated, summary.unchanged),
+        (698, 1, 1),
+        "{summary:?}"
+    );
+    let gone = ClerkUser::new(t);
+    app.expect_outcome(&gone.created(), &svix_id(), "applied").await;
+    let summary = run(
+        &app,
+        Options {
+            dry_run: true,
+            prune: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(summary.pruned, 1, "one live user is absent from Clerk: {summary:?}");
+    assert!(
+        app.db.user(&gone.id).await.expect("row").deleted_at.is_none(),
+        "but not tombstoned"
+    );
+    assert_eq!(app.db.count_all_users().await, 3, "a dry run writes nothing");
+    assert_eq!(
+        app.db.int("SELECT count(*) FROM clerk_sync_backfill").await,
+        0,
+        "no checkpoint either"
+    );
+});
+
+both_backends!(tombstoned_users_stay_tombstoned, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let all = users(3);
+    app.expect_outcome(&all[1].deleted(now_ms()), &svix_id(), "applied")
+        .await;
+    mount(&app, &all, vec![], 500).await;
+    let summary = run(&app, Options::default()).await;
+    assert_eq!((summary.created, summary.skipped_tombstoned), (2, 1), "{summary:?}");
+    assert_eq!(app.db.count_users(&all[1].id).await, 0, "no row for a deleted user");
+});
+
+both_backends!(
+    backfill_racing_webhooks_ends_in_the_newest_state,
+    |backend| async move {
+        let app = Arc::new(spawn_app_with_clerk(backend, &[]).await);
+        let all = users(1000);
+        mount(&app, &all, vec![], 500).await;
+        let webhooks = {
+            let app = Arc::clone(&app);
+            let newer: Vec<ClerkUser> = all
+                .iter()
+                .step_by(3)
+                .map(|u| {
+                    let mut n = u.at(u.updated_at + 10_000);
+                    n.first_name = Some("Newer".into());
+                    n
+                })
+                .collect();
+            tokio::spawn(async move {
+                for user in newer {
+                    let (status, json) = app.deliver(&user.updated(), &svix_id()).await;
+                    assert_eq!(status, reqwest::StatusCode::OK, "{json}");
+                }
+            })
+        };
+        let summary = run(&app, Options::default()).await;
+        webhooks.await.expect("webhook task");
+        assert_eq!(summary.scanned, 1000);
+        for (i, user) in all.iter().enumerate() {
+            let row = app.db.user(&user.id).await.expect("row");
+            let expected = if i % 3 == 0 { "Newer" } else { "Ada" };
+            assert_eq!(row.first_name.as_deref(), Some(expected), "{row:?}");
+        }
+        assert_eq!(app.db.count_all_users().await, 1000);
+    }
+);
