@@ -67,6 +67,7 @@ pub struct Application {
     state: AppState,
     writer_task: JoinHandle<()>,
     supervisor_task: JoinHandle<()>,
+    clerk: Arc<ClerkClient>,
 }
 
 impl Application {
@@ -130,7 +131,7 @@ impl Application {
             db: db.clone(),
             writer: writer.clone(),
             cache: cache.clone(),
-            clerk,
+            clerk: clerk.clone(),
             hard_delete: settings.hard_delete(),
         };
         let (actors, supervisor_task) = Actors::start(args, settings.actors.shards)
@@ -160,6 +161,7 @@ impl Application {
             state,
             writer_task,
             supervisor_task,
+            clerk,
         })
     }
 
@@ -187,6 +189,7 @@ impl Application {
             state,
             writer_task,
             supervisor_task,
+            clerk,
             ..
         } = self;
         let timeout = settings.server.shutdown_timeout();
@@ -196,6 +199,25 @@ impl Application {
             Duration::from_secs(settings.webhooks.prune_interval_secs),
         ));
         let actors = state.actors.clone();
+        let reconcile = match settings.reconcile.every() {
+            Ok(Some(every)) if settings.clerk.secret_key.is_set() => {
+                let backfill = crate::backfill::Backfill {
+                    db: db.clone(),
+                    clerk: clerk.clone(),
+                    cache: Some(state.cache.clone()),
+                };
+                Some(tokio::spawn(crate::backfill::reconcile::every(
+                    backfill,
+                    every,
+                    settings.reconcile.prune,
+                )))
+            }
+            Ok(Some(_)) => {
+                tracing::warn!("reconcile.interval is set but CLERK_SECRET_KEY is not: reconciliation is off");
+                None
+            }
+            _ => None,
+        };
         let upkeep = tokio::spawn(upkeep(metrics.clone(), state.cache.clone(), db.clone()));
         let metrics_server = tokio::spawn(async move {
             let router = axum::Router::new().route(
@@ -236,6 +258,9 @@ impl Application {
 
         pruner.abort();
         upkeep.abort();
+        if let Some(reconcile) = reconcile {
+            reconcile.abort();
+        }
         metrics_server.abort();
         if !actors
             .drain(until.saturating_duration_since(tokio::time::Instant::now()))

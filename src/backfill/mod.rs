@@ -9,6 +9,7 @@
 //! after the whole list was read.
 
 pub mod progress;
+pub mod reconcile;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -128,6 +128,9 @@ impl Settings {
                 "must be at least 48: Svix retries a delivery for about 27 hours",
             ));
         }
+        if let Err(e) = self.reconcile.every() {
+            return Err(ConfigError::invalid("reconcile", "interval", e));
+        }
         let positive = [
             ("database", "max_connections", self.database.max_connections as u64),
             ("actors", "shards", self.actors.shards as u64),

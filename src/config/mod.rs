@@ -24,6 +24,7 @@ pub struct Settings {
     pub actors: ActorSettings,
     pub writer: WriterSettings,
     pub api: ApiSettings,
+    pub reconcile: ReconcileSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -125,6 +126,45 @@ pub struct ActorSettings {
 pub struct WriterSettings {
     pub max_batch: usize,
     pub in_flight: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    pub interval: String,
+    pub prune: bool,
+}
+
+impl ReconcileSettings {
+    /// `None` when off; `Err` with the reason when the text is not a duration.
+    pub fn every(&self) -> Result<Option<Duration>, String> {
+        parse_interval(&self.interval)
+    }
+}
+
+/// "off" (or "0"), or a number followed by s, m, h or d: "90s", "30m", "24h", "7d".
+pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") || text == "0" {
+        return Ok(None);
+    }
+    let unit = text.chars().last().ok_or("empty: use off or a duration such as 24h")?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: use off or a number followed by s, m, h or d (24h)")),
+    };
+    let n: u64 = text[..text.len() - 1]
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: use off or a number followed by s, m, h or d (24h)"))?;
+    match n.checked_mul(secs) {
+        Some(0) => Ok(None),
+        Some(s) => Ok(Some(Duration::from_secs(s))),
+        None => Err(format!("{text:?} is too long")),
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

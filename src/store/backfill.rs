@@ -185,3 +185,49 @@ impl Db {
         Ok(known)
     }
 }
+
+/// One runner at a time across replicas: a Postgres session advisory lock held on its own connection until
+/// [`Exclusive::release`]. SQLite serves one process, so it is always granted there.
+pub struct Exclusive {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: &'static str,
+}
+
+impl Db {
+    /// Takes the lock named `key` if no one holds it.
+    pub async fn try_exclusive(&self, key: &'static str) -> Result<Option<Exclusive>, StoreError> {
+        let Db::Postgres(s) = self else {
+            return Ok(Some(Exclusive { conn: None, key }));
+        };
+        let mut conn = s.pool().acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 1))")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then_some(Exclusive { conn: Some(conn), key }))
+    }
+}
+
+impl Exclusive {
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 1))")
+                .bind(self.key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // The lock lives as long as the session: never hand this connection back to the pool.
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        // Not released (the task was cancelled): closing the session releases the lock.
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}

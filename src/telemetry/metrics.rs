@@ -131,6 +131,8 @@ fn zero_series() {
     for outcome in ["created", "updated", "unchanged", "tombstoned", "pruned", "failed"] {
         counter!(BACKFILL_USERS, "outcome" => outcome).increment(0);
     }
+    // 0 until a walk of the whole list succeeds in this process.
+    gauge!(BACKFILL_LAST_SUCCESS).set(0.0);
 }
 
 fn describe() {

@@ -372,6 +372,15 @@ impl TestApp {
         app
     }
 
+    /// The daemon's own database handle type, opened on this app's database.
+    pub async fn connect_db(&self) -> clerk_sync::store::Db {
+        let extra: Vec<(&str, &str)> = self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let settings = settings_for(&self.database, &self.secret, &extra);
+        clerk_sync::store::Db::connect(&settings.database)
+            .await
+            .expect("connect")
+    }
+
     /// Runs `clerk-sync backfill` in this process against the app's database and fake Clerk.
     pub async fn backfill(
         &self,

@@ -330,8 +330,8 @@ fn alert_expressions_use_exported_metrics() {
     let alerts = alert_exprs();
     assert_eq!(
         alerts.len(),
-        5,
-        "expected 5 alert expressions in alerts.yml: {alerts:#?}"
+        6,
+        "expected 6 alert expressions in alerts.yml: {alerts:#?}"
     );
     for (name, expr) in alerts {
         assert!(
