@@ -206,7 +206,7 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+        let server = crate::http::serve::serve(listener, router(state), (&settings.server).into(), graceful);
         let deadline = async move {
             match stopping_rx.await {
                 Ok(()) => tokio::time::sleep(timeout).await,

@@ -136,6 +136,9 @@ impl Settings {
             ("clerk", "requests_per_10s", self.clerk.requests_per_10s as u64),
             ("clerk", "request_timeout_ms", self.clerk.request_timeout_ms),
             ("cache", "capacity", self.cache.capacity),
+            ("server", "header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("server", "body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("server", "max_connections", self.server.max_connections as u64),
         ];
         if let Some((section, key, _)) = positive.iter().find(|(_, _, v)| *v == 0) {
             return Err(ConfigError::invalid(section, key, "must be greater than 0"));

@@ -18,5 +18,6 @@ mod fallback_concurrency;
 mod replicas;
 mod session;
 mod signatures;
+mod slow_clients;
 mod sync;
 mod webhooks;
