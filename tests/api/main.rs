@@ -9,6 +9,7 @@ mod clerk;
 mod test_db;
 
 mod adoption;
+mod adoption_edge_cases;
 mod api_auth;
 mod availability;
 mod concurrency;
