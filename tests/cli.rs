@@ -375,7 +375,11 @@ fn serve_and_check_config_refuse_an_unknown_key_from_the_environment() {
             std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
         }
         assert_eq!(code, Some(78), "{command}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{command}: one line on stderr, got: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{command}: one line on stderr, got: {stderr}"
+        );
         assert!(
             stderr.contains("CLERK_SYNC_WEBHOOKS__DELETEMODE"),
             "{command}: the error must name the variable: {stderr}"
@@ -415,7 +419,10 @@ async fn send_test_event_accepts_a_base_url_and_explains_failures() {
     let (code, stdout, stderr) = run(dir.path(), &["send-test-event", "--url", wrong_path.as_str()], &vars);
     assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("404"), "{stdout}");
-    assert!(stderr.contains("/webhooks/clerk"), "the error must say where the endpoint is: {stderr}");
+    assert!(
+        stderr.contains("/webhooks/clerk"),
+        "the error must say where the endpoint is: {stderr}"
+    );
 
     let other_secret = self::secret();
     let mut wrong_secret = vars.to_vec();

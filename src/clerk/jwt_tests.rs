@@ -228,7 +228,11 @@ async fn a_failing_first_load_is_not_retried_for_every_token() {
         let result = v.verify(&stranger()).await;
         assert!(matches!(result, Err(AuthError::Keys(_))), "{result:?}");
     }
-    assert_eq!(jwks_calls(&server).await, calls, "fetches must be throttled after a failure too");
+    assert_eq!(
+        jwks_calls(&server).await,
+        calls,
+        "fetches must be throttled after a failure too"
+    );
 }
 
 #[tokio::test]

@@ -306,8 +306,11 @@ mod tests {
         let e = load(&[("DATABASE_URL", "postgres://app@db/app?sslpassword=swordfish")]).expect_err("refused");
         assert!(e.to_string().contains("sslpassword"), "{e}");
         assert!(!e.to_string().contains("swordfish"), "{e}");
-        load(&[("DATABASE_URL", "postgres://app@db/app?password=pw&sslkey=/k.pem&sslmode=require")])
-            .expect("parameters the driver reads are fine");
+        load(&[(
+            "DATABASE_URL",
+            "postgres://app@db/app?password=pw&sslkey=/k.pem&sslmode=require",
+        )])
+        .expect("parameters the driver reads are fine");
     }
 
     #[test]
@@ -328,7 +331,13 @@ mod tests {
             .collect();
         assert!(all.len() > 20, "{all:?}");
         check_env_names(all.iter().map(String::as_str)).expect("every default key is known");
-        check_env_names(["CLERK_SYNC_LISTEN", "CLERK_SYNC_LOG_FORMAT", "CLERK_SYNC_CONFIG", "HOME"]).expect("ignored");
+        check_env_names([
+            "CLERK_SYNC_LISTEN",
+            "CLERK_SYNC_LOG_FORMAT",
+            "CLERK_SYNC_CONFIG",
+            "HOME",
+        ])
+        .expect("ignored");
     }
 
     #[test]

@@ -243,7 +243,9 @@ fn is_secret_param(name: &str) -> bool {
         .next()
         .map(|(n, _)| n.to_ascii_lowercase())
         .unwrap_or_default();
-    ["pass", "secret", "token", "key"].iter().any(|word| name.contains(word))
+    ["pass", "secret", "token", "key"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 impl fmt::Debug for DatabaseUrl {

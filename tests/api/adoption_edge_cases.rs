@@ -19,8 +19,10 @@ async fn sqlite_definitions_with_comments_are_adopted() {
         let database = TestDatabase::create(Backend::Sqlite).await;
         let db = database.connect().await;
         db.execute(ddl).await;
-        db.execute("INSERT INTO users (id, clerk_id, email) VALUES ('app-1', 'user_2aCommented000000000001', 'a@example.com')")
-            .await;
+        db.execute(
+            "INSERT INTO users (id, clerk_id, email) VALUES ('app-1', 'user_2aCommented000000000001', 'a@example.com')",
+        )
+        .await;
         db.close().await;
         let app = spawn_app_on(database, &[]).await;
         let adopted = app.db.user("user_2aCommented000000000001").await;
@@ -34,7 +36,10 @@ async fn sqlite_definitions_with_comments_are_adopted() {
             .db
             .string(&format!("SELECT id FROM users WHERE clerk_id = '{}'", user.id))
             .await;
-        assert!(id.is_some_and(|id| id.len() == 36), "rows the daemon inserts get a uuid id: {ddl}");
+        assert!(
+            id.is_some_and(|id| id.len() == 36),
+            "rows the daemon inserts get a uuid id: {ddl}"
+        );
     }
 }
 
@@ -57,8 +62,14 @@ async fn postgres_users_outside_the_current_schema_is_refused() {
     };
     let message = error.to_string();
     assert_eq!(error.exit_code(), 78, "{message}");
-    assert!(message.contains("public.users"), "the error must name the table: {message}");
-    assert!(message.contains("search_path"), "the error must say what to change: {message}");
+    assert!(
+        message.contains("public.users"),
+        "the error must name the table: {message}"
+    );
+    assert!(
+        message.contains("search_path"),
+        "the error must say what to change: {message}"
+    );
     let columns = db
         .int("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'users'")
         .await;
