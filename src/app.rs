@@ -242,7 +242,7 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = until_tx.send(Some(tokio::time::Instant::now() + timeout));
         };
-        let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+        let server = crate::http::serve::serve(listener, router(state), (&settings.server).into(), graceful);
         let mut stopping = until_rx.clone();
         let deadline = async move {
             match stopping.wait_for(Option::is_some).await.map(|until| *until) {

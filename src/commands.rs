@@ -101,7 +101,10 @@ pub async fn send_test_event(
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot sign: {e}"), 70),
     };
-    let url = url.unwrap_or_else(|| format!("http://{}/webhooks/clerk", settings.server.listen));
+    let url = match url {
+        Some(given) => webhook_url(&given),
+        None => format!("http://{}/webhooks/clerk", settings.server.listen),
+    };
     println!("POST {url}\n{} for {user_id} (svix-id {msg_id})", kind.as_str());
     let response = reqwest::Client::new()
         .post(&url)
@@ -120,13 +123,39 @@ pub async fn send_test_event(
             if status.is_success() {
                 0
             } else {
-                1
+                fail(&format!("POST {url} answered {status}: {}", explain(status)), 1)
             }
         }
         Err(e) => fail(
             &format!("could not reach {url}: {e} (is `clerk-sync serve` running?)"),
             EX_UNAVAILABLE,
         ),
+    }
+}
+
+/// The webhook endpoint for a `--url`: a base URL (`http://host:3000` or `http://host:3000/`) gets the daemon's
+/// webhook path; any other path is used as given (a proxy may mount the daemon elsewhere).
+fn webhook_url(given: &str) -> String {
+    match url::Url::parse(given) {
+        Ok(mut url) if url.path().is_empty() || url.path() == "/" => {
+            url.set_path("/webhooks/clerk");
+            url.to_string()
+        }
+        _ => given.to_string(),
+    }
+}
+
+/// What a non-2xx answer to a test event most likely means.
+fn explain(status: reqwest::StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 | 405 => "nothing handles webhooks at that URL; clerk-sync's endpoint is <base URL>/webhooks/clerk",
+        401 => {
+            "the signature was refused: the daemon must use the same CLERK_WEBHOOK_SIGNING_SECRET as this command, \
+             and both clocks must agree within 5 minutes"
+        }
+        503 => "the daemon cannot take webhooks now: no signing secret configured, or its database is unavailable (see its logs and /readyz)",
+        400 | 413 => "the daemon refused the event's payload",
+        _ => "unexpected answer; see the daemon's logs",
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clerk_sync::config::Settings;
+use clerk_sync::config::{check_env_names, Settings};
 use clerk_sync::webhook::sample::SampleType;
 use clerk_sync::{commands, telemetry};
 
@@ -63,7 +63,14 @@ fn main() -> ExitCode {
     let json_logs = std::env::var("CLERK_SYNC_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
     let telemetry = telemetry::init(json_logs, otlp.as_deref());
-    let code = match Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
+    // Variables set to an empty value count as unset, as in `Settings::load`.
+    let set_vars: Vec<String> = std::env::vars_os()
+        .filter(|(_, v)| !v.is_empty())
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let loaded = check_env_names(set_vars.iter().map(String::as_str))
+        .and_then(|()| Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()));
+    let code = match loaded {
         Ok(settings) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)),
             Err(e) => {

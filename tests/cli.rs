@@ -321,3 +321,118 @@ fn migrate_creates_the_schema_and_is_repeatable() {
         );
     }
 }
+
+#[test]
+fn check_config_never_prints_a_password_given_as_a_query_parameter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // sqlx reads ?password= (and ?sslkey=, a file path); nothing listens on port 1, but the config is printed first.
+    let vars = [(
+        "DATABASE_URL",
+        "postgres://app@127.0.0.1:1/app?sslmode=disable&password=hunter2&sslkey=/run/secrets/k3y.pem",
+    )];
+    let (_, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert!(
+        stdout.contains("127.0.0.1:1") && stdout.contains("sslmode=disable"),
+        "the URL (redacted) must be printed: {stdout}"
+    );
+    assert!(stdout.contains("password=[redacted]"), "{stdout}");
+    for output in [&stdout, &stderr] {
+        for secret in ["hunter2", "k3y.pem"] {
+            assert!(!output.contains(secret), "{secret} leaked: {output}");
+        }
+    }
+    // sqlx ignores ?sslpassword= and logs its value: refused before it gets there, without echoing it.
+    let vars = [("DATABASE_URL", "postgres://app@127.0.0.1:1/app?sslpassword=swordfish")];
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert_eq!(code, Some(78), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("sslpassword"), "{stderr}");
+    for output in [&stdout, &stderr] {
+        assert!(!output.contains("swordfish"), "the sslpassword leaked: {output}");
+    }
+}
+
+#[test]
+fn serve_and_check_config_refuse_an_unknown_key_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_SYNC_LISTEN", "127.0.0.1:0"),
+        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+        ("CLERK_SYNC_WEBHOOKS__DELETEMODE", "hard"),
+    ];
+    for command in ["check-config", "serve"] {
+        let mut child = Daemon(
+            clerk_sync(dir.path(), &[command], &vars)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot start clerk-sync"),
+        );
+        let code = child.wait_exit(Duration::from_secs(30));
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.0.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+        }
+        assert_eq!(code, Some(78), "{command}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{command}: one line on stderr, got: {stderr}"
+        );
+        assert!(
+            stderr.contains("CLERK_SYNC_WEBHOOKS__DELETEMODE"),
+            "{command}: the error must name the variable: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_event_accepts_a_base_url_and_explains_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = sqlite_url(dir.path());
+    let secret = secret();
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+        ("CLERK_SYNC_LISTEN", listen.as_str()),
+        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+    ];
+    let child = clerk_sync(dir.path(), &["serve"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start clerk-sync serve");
+    let mut daemon = Daemon(child);
+    wait_ready(port, &mut daemon).await;
+
+    for base in [format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{port}/")] {
+        let (code, stdout, stderr) = run(dir.path(), &["send-test-event", "--url", base.as_str()], &vars);
+        assert_eq!(code, Some(0), "{base}\nstdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.contains("/webhooks/clerk"), "{stdout}");
+        assert!(stdout.contains("applied"), "{stdout}");
+    }
+
+    let wrong_path = format!("http://127.0.0.1:{port}/hooks");
+    let (code, stdout, stderr) = run(dir.path(), &["send-test-event", "--url", wrong_path.as_str()], &vars);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("404"), "{stdout}");
+    assert!(
+        stderr.contains("/webhooks/clerk"),
+        "the error must say where the endpoint is: {stderr}"
+    );
+
+    let other_secret = self::secret();
+    let mut wrong_secret = vars.to_vec();
+    wrong_secret[1] = ("CLERK_WEBHOOK_SIGNING_SECRET", other_secret.as_str());
+    let base = format!("http://127.0.0.1:{port}");
+    let (code, stdout, stderr) = run(dir.path(), &["send-test-event", "--url", base.as_str()], &wrong_secret);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("401"), "{stdout}");
+    assert!(
+        stderr.contains("CLERK_WEBHOOK_SIGNING_SECRET"),
+        "the error must point at the secret: {stderr}"
+    );
+}

@@ -120,8 +120,11 @@ impl ClerkClient {
             .when(ClerkError::is_retryable)
             // 429: wait what Clerk asks, but never past our own budget (the caller then gets a 503).
             .adjust(move |e, delay| {
-                let wait = e.retry_after().or(delay)?;
-                (Instant::now() + wait < deadline).then_some(wait)
+                let wait = e.retry_after().or(delay)?.min(MAX_RETRY_AFTER);
+                Instant::now()
+                    .checked_add(wait)
+                    .is_some_and(|until| until < deadline)
+                    .then_some(wait)
             })
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Clerk request failed; retrying"))
             .await
@@ -180,10 +183,24 @@ impl ClerkClient {
     }
 }
 
-/// `Retry-After` in seconds (the form Clerk sends).
+/// The longest `Retry-After` believed. A larger value (a misbehaving proxy, or `u64::MAX`) would otherwise be
+/// passed on to API callers as is, and added to an `Instant` it overflows.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// `Retry-After` in seconds (the form Clerk sends), at most [`MAX_RETRY_AFTER`].
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(value)
+}
+
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: too many of them for a u64 is still "very long".
+    let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// The error without the URL (which is not secret, but noisy) and with its cause.

@@ -202,3 +202,28 @@ async fn without_a_secret_key_nothing_is_sent() {
     assert_eq!(client.get_user(USER).await.unwrap_err(), ClerkError::NotConfigured);
     assert!(server.received_requests().await.expect("recorded").is_empty());
 }
+
+/// A 429 whose `Retry-After` is `value`, twice: the client must neither panic nor pass the value on unclamped.
+async fn absurd_retry_after(value: &str) -> ClerkError {
+    let server = MockServer::start().await;
+    Mock::given(path(user_path()))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", value))
+        .mount(&server)
+        .await;
+    client(&server, |_| {}).await.get_user(USER).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn retry_after_of_u64_max_is_clamped_without_overflow() {
+    let err = absurd_retry_after("18446744073709551615").await;
+    assert_eq!(err, ClerkError::RateLimited(Some(super::client::MAX_RETRY_AFTER)));
+}
+
+#[tokio::test]
+async fn huge_retry_after_is_clamped_before_reaching_callers() {
+    let err = absurd_retry_after("100000000000").await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+    // More digits than a u64 holds is just as long.
+    let err = absurd_retry_after("99999999999999999999999").await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+}

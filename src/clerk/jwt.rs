@@ -39,10 +39,25 @@ enum Keys {
     Jwks {
         client: Arc<ClerkClient>,
         cache: RwLock<HashMap<String, DecodingKey>>,
-        /// When an unknown kid last caused a refetch; held while fetching, so concurrent misses fetch once.
-        last_refetch: Mutex<Option<Instant>>,
+        /// The last fetch; held while fetching, so concurrent misses fetch once.
+        fetch: Mutex<FetchState>,
         refetch_interval: Duration,
     },
+}
+
+/// What the last JWKS fetch did, so a fetch is throttled whatever its outcome: otherwise every token with an
+/// unknown kid would cost a full retried fetch while Clerk fails (or answers an empty set), spending the
+/// Clerk budget the fallback needs.
+#[derive(Default)]
+struct FetchState {
+    /// When the last fetch that counts towards the throttle started (not the first successful load, so a key
+    /// rotated right after start-up is still found at once).
+    at: Option<Instant>,
+    /// Whether Clerk ever answered with a key set (possibly empty).
+    loaded: bool,
+    /// Why the last fetch failed while nothing was ever loaded: answered again, without calling Clerk, until
+    /// the interval passes.
+    failure: Option<ClerkError>,
 }
 
 pub struct JwtVerifier {
@@ -70,7 +85,7 @@ impl JwtVerifier {
             Keys::Jwks {
                 client,
                 cache: RwLock::new(HashMap::new()),
-                last_refetch: Mutex::new(None),
+                fetch: Mutex::new(FetchState::default()),
                 refetch_interval: Duration::from_millis(settings.jwks_refetch_interval_ms),
             }
         } else {
@@ -122,40 +137,65 @@ impl JwtVerifier {
             .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 
-    /// The key for `kid`: cached, else fetched once; an unknown kid refetches at most once per interval.
+    /// The key for `kid`: cached, else fetched; fetches (after the first successful one) happen at most once per
+    /// interval, whether they succeed or fail. Once keys were loaded, a kid Clerk does not list is the caller's
+    /// problem (401) even while Clerk is failing; before that, a failing Clerk is a 503.
     async fn jwks_key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
         let Keys::Jwks {
             client,
             cache,
-            last_refetch,
+            fetch,
             refetch_interval,
         } = &self.keys
         else {
             return Err(AuthError::Invalid("no JWKS configured".into()));
         };
+        let unknown = || AuthError::Invalid(format!("unknown key id {kid:?}"));
         if let Some(key) = cache.read().await.get(kid) {
             return Ok(key.clone());
         }
-        let mut last = last_refetch.lock().await;
+        let mut state = fetch.lock().await;
         // Another request may have refreshed while we waited for the lock.
         if let Some(key) = cache.read().await.get(kid) {
             return Ok(key.clone());
         }
-        let never_loaded = cache.read().await.is_empty();
-        if !never_loaded && last.is_some_and(|t| t.elapsed() < *refetch_interval) {
-            return Err(AuthError::Invalid(format!("unknown key id {kid:?}")));
+        if state.at.is_some_and(|t| t.elapsed() < *refetch_interval) {
+            return match &state.failure {
+                Some(e) if !state.loaded => Err(AuthError::Keys(e.clone())),
+                _ => Err(unknown()),
+            };
         }
-        let set = client.jwks().await.map_err(AuthError::Keys)?;
-        if !never_loaded {
-            *last = Some(Instant::now());
+        let first_load = !state.loaded;
+        let started = Instant::now();
+        match client.jwks().await {
+            Ok(set) => {
+                state.loaded = true;
+                state.failure = None;
+                if !first_load {
+                    state.at = Some(started);
+                }
+                let fresh: HashMap<String, DecodingKey> = set
+                    .keys
+                    .iter()
+                    .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+                    .collect();
+                if fresh.is_empty() {
+                    tracing::warn!("Clerk's JWKS holds no usable key: no session token can be verified");
+                }
+                let found = fresh.get(kid).cloned();
+                *cache.write().await = fresh;
+                found.ok_or_else(unknown)
+            }
+            Err(e) => {
+                state.at = Some(started);
+                if state.loaded {
+                    tracing::warn!(error = %e, "cannot refetch Clerk's JWKS; keeping the known keys");
+                    Err(unknown())
+                } else {
+                    state.failure = Some(e.clone());
+                    Err(AuthError::Keys(e))
+                }
+            }
         }
-        let fresh: HashMap<String, DecodingKey> = set
-            .keys
-            .iter()
-            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
-            .collect();
-        let found = fresh.get(kid).cloned();
-        *cache.write().await = fresh;
-        found.ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))
     }
 }

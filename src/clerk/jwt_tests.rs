@@ -157,3 +157,93 @@ async fn jwks_outage_is_not_the_callers_fault() {
     let result = v.verify(&token(&claims(60, 0, "https://app.example.com"))).await;
     assert!(matches!(result, Err(AuthError::Keys(_))), "{result:?}");
 }
+
+/// How many JWKS fetches the fake Clerk received.
+async fn jwks_calls(server: &MockServer) -> usize {
+    server.received_requests().await.expect("recorded").len()
+}
+
+fn stranger() -> String {
+    token_with(OTHER_KEY, "ins_unknown", &claims(60, 0, "https://app.example.com"))
+}
+
+#[tokio::test]
+async fn unknown_kids_while_clerk_fails_are_401_and_refetch_once() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/jwks"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let v = verifier(&settings(&server, |s| s.retry_budget_ms = 300));
+    v.verify(&token(&claims(60, 0, "https://app.example.com")))
+        .await
+        .expect("valid");
+    // The first unknown kid refetches (and Clerk fails, retried within the budget); the next five do not.
+    assert_invalid(v.verify(&stranger()).await);
+    let after_refetch = jwks_calls(&server).await;
+    assert!(after_refetch >= 2, "the unknown kid refetched ({after_refetch} calls)");
+    for _ in 0..5 {
+        assert_invalid(v.verify(&stranger()).await);
+    }
+    assert_eq!(jwks_calls(&server).await, after_refetch, "refetches must be throttled");
+    // Known keys keep working.
+    v.verify(&token(&claims(60, 0, "https://app.example.com")))
+        .await
+        .expect("still valid");
+}
+
+#[tokio::test]
+async fn an_empty_key_set_is_not_refetched_for_every_token() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"keys": []}"#, "application/json"))
+        .mount(&server)
+        .await;
+    let v = verifier(&settings(&server, |_| {}));
+    for _ in 0..6 {
+        assert_invalid(v.verify(&stranger()).await);
+    }
+    // The first load, and one refetch for an unknown kid; then the interval holds.
+    assert_eq!(jwks_calls(&server).await, 2);
+}
+
+#[tokio::test]
+async fn a_failing_first_load_is_not_retried_for_every_token() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/jwks"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
+        .mount(&server)
+        .await;
+    let v = verifier(&settings(&server, |s| s.retry_budget_ms = 300));
+    let first = v.verify(&stranger()).await;
+    assert!(matches!(first, Err(AuthError::Keys(_))), "{first:?}");
+    let calls = jwks_calls(&server).await;
+    for _ in 0..5 {
+        // No key was ever loaded, so this is still Clerk's outage (503), but Clerk is not called again.
+        let result = v.verify(&stranger()).await;
+        assert!(matches!(result, Err(AuthError::Keys(_))), "{result:?}");
+    }
+    assert_eq!(
+        jwks_calls(&server).await,
+        calls,
+        "fetches must be throttled after a failure too"
+    );
+}
+
+#[tokio::test]
+async fn the_refetch_interval_passes() {
+    let server = jwks_server(3).await;
+    let v = verifier(&settings(&server, |s| s.jwks_refetch_interval_ms = 200));
+    v.verify(&token(&claims(60, 0, "https://app.example.com")))
+        .await
+        .expect("valid");
+    assert_invalid(v.verify(&stranger()).await);
+    assert_invalid(v.verify(&stranger()).await);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_invalid(v.verify(&stranger()).await);
+}

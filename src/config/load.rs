@@ -99,6 +99,18 @@ impl Settings {
         if url::Url::parse(self.database.url.expose()).is_err() && !self.database.url.expose().starts_with("sqlite:") {
             return Err(ConfigError::invalid("database", "url", "not a valid URL"));
         }
+        if self.database.is_postgres() {
+            if let Some(name) = super::unread_secret_params(self.database.url.expose()).first() {
+                return Err(ConfigError::invalid(
+                    "database",
+                    "url",
+                    format!(
+                        "query parameter {name:?} is not one the Postgres driver reads: it would be ignored, and \
+                         its value written to the log; remove it (the password goes in ?password= or user:password@)"
+                    ),
+                ));
+            }
+        }
         let secret = &self.clerk.webhook_signing_secret;
         if secret.is_set() {
             if let Err(e) = svix::webhooks::Webhook::new(secret.expose()) {
@@ -141,6 +153,9 @@ impl Settings {
             ("clerk", "requests_per_10s", self.clerk.requests_per_10s as u64),
             ("clerk", "request_timeout_ms", self.clerk.request_timeout_ms),
             ("cache", "capacity", self.cache.capacity),
+            ("server", "header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("server", "body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("server", "max_connections", self.server.max_connections as u64),
         ];
         if let Some((section, key, _)) = positive.iter().find(|(_, _, v)| *v == 0) {
             return Err(ConfigError::invalid(section, key, "must be greater than 0"));
@@ -151,6 +166,44 @@ impl Settings {
     pub fn hard_delete(&self) -> bool {
         self.webhooks.delete_mode == DeleteMode::Hard
     }
+}
+
+/// Refuses environment variables shaped like `CLERK_SYNC_<SECTION>__<KEY>` that name no setting (a typo such as
+/// `CLERK_SYNC_WEBHOOKS__DELETEMODE` would otherwise be silently ignored), as unknown keys in a `--config` file
+/// are. `names` are the variables set to a non-empty value. The known keys are those of the built-in defaults,
+/// which hold every setting (`Settings` has no serde defaults), so new settings are known without a list here.
+pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
+    let defaults: Table = DEFAULTS.parse().map_err(|e| ConfigError::File {
+        path: "config/default.toml (built in)".into(),
+        problem: format!("{e}"),
+    })?;
+    for name in names {
+        let Some((section, key)) = name.strip_prefix("CLERK_SYNC_").and_then(|rest| rest.split_once("__")) else {
+            continue;
+        };
+        let keys = defaults
+            .iter()
+            .find(|(s, _)| generic_env(s, "") == format!("CLERK_SYNC_{section}__"))
+            .and_then(|(s, v)| v.as_table().map(|t| (s, t)));
+        let problem = match keys {
+            None => format!(
+                "no such configuration section {:?} (sections: {})",
+                section.to_lowercase(),
+                defaults.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Some((s, t)) if !t.keys().any(|k| generic_env(s, k) == name) => format!(
+                "no such configuration key {s}.{} (keys of [{s}]: {})",
+                key.to_lowercase(),
+                t.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Some(_) => continue,
+        };
+        return Err(ConfigError::Invalid {
+            key: name.to_string(),
+            problem,
+        });
+    }
+    Ok(())
 }
 
 /// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
@@ -251,6 +304,45 @@ mod tests {
         let one_line = pem.trim_end().replace('\n', "\\n");
         let s = load(&[("CLERK_JWT_KEY", one_line.as_str())]).expect("valid");
         assert_eq!(s.clerk.jwt_key, pem.trim_end());
+    }
+
+    #[test]
+    fn secret_query_parameters_the_driver_ignores_are_refused() {
+        let e = load(&[("DATABASE_URL", "postgres://app@db/app?sslpassword=swordfish")]).expect_err("refused");
+        assert!(e.to_string().contains("sslpassword"), "{e}");
+        assert!(!e.to_string().contains("swordfish"), "{e}");
+        load(&[(
+            "DATABASE_URL",
+            "postgres://app@db/app?password=pw&sslkey=/k.pem&sslmode=require",
+        )])
+        .expect("parameters the driver reads are fine");
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_refused() {
+        let e = check_env_names(["PATH", "CLERK_SYNC_WEBHOOKS__DELETEMODE"]).expect_err("unknown key");
+        assert!(e.to_string().starts_with("CLERK_SYNC_WEBHOOKS__DELETEMODE: "), "{e}");
+        assert!(e.to_string().contains("delete_mode"), "the known keys are listed: {e}");
+        let e = check_env_names(["CLERK_SYNC_WEBHOOK__DELETE_MODE"]).expect_err("unknown section");
+        assert!(e.to_string().contains("CLERK_SYNC_WEBHOOK__DELETE_MODE"), "{e}");
+        let e = check_env_names(["CLERK_SYNC_webhooks__delete_mode"]).expect_err("not applied, so refused");
+        assert!(e.to_string().contains("CLERK_SYNC_webhooks__delete_mode"), "{e}");
+        // Every key of the defaults is known, named variables and other programs' variables are not checked.
+        let defaults: Table = DEFAULTS.parse().expect("defaults");
+        let all: Vec<String> = defaults
+            .iter()
+            .filter_map(|(s, v)| v.as_table().map(|t| (s, t)))
+            .flat_map(|(s, t)| t.keys().map(move |k| generic_env(s, k)))
+            .collect();
+        assert!(all.len() > 20, "{all:?}");
+        check_env_names(all.iter().map(String::as_str)).expect("every default key is known");
+        check_env_names([
+            "CLERK_SYNC_LISTEN",
+            "CLERK_SYNC_LOG_FORMAT",
+            "CLERK_SYNC_CONFIG",
+            "HOME",
+        ])
+        .expect("ignored");
     }
 
     #[test]

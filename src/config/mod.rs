@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use load::ConfigError;
+pub use load::{check_env_names, ConfigError};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -34,11 +34,22 @@ pub struct ServerSettings {
     pub metrics_listen: SocketAddr,
     pub shutdown_timeout_ms: u64,
     pub retry_after_secs: u64,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub max_connections: usize,
 }
 
 impl ServerSettings {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 }
 
@@ -222,15 +233,69 @@ impl DatabaseUrl {
         self.0.split_once(':').map(|(s, _)| s).unwrap_or_default()
     }
 
+    /// The URL with every secret-bearing part shown as `[redacted]`: the password of `user:password@`, and the
+    /// value of any query parameter whose name mentions a pass(word), secret, token or key (sqlx reads
+    /// `?password=` and `?sslpassword=`; the others are redacted in case a driver or proxy reads them).
     fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
+        let with_userinfo = match url::Url::parse(&self.0) {
             Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("[redacted]"));
+                let _ = u.set_password(Some(REDACTED));
                 u.to_string()
             }
             _ => self.0.clone(),
-        }
+        };
+        redact_query(&with_userinfo)
     }
+}
+
+const REDACTED: &str = "[redacted]";
+
+/// Redacts the values of secret-bearing query parameters, leaving the rest of `url` as written.
+fn redact_query(url: &str) -> String {
+    let Some((base, rest)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}={REDACTED}"),
+            _ => param.to_string(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", params.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Secret-bearing query parameters of a Postgres URL that sqlx does not read: it ignores them with a warning
+/// that logs their value, so they must never reach it.
+fn unread_secret_params(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name.into_owned())
+        .filter(|name| is_secret_param(name) && !matches!(name.as_str(), "password" | "sslkey" | "ssl-key"))
+        .collect()
+}
+
+fn is_secret_param(name: &str) -> bool {
+    // Names may be percent-encoded (`pass%77ord`); decode before matching.
+    let name = url::form_urlencoded::parse(format!("{name}=").as_bytes())
+        .next()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .unwrap_or_default();
+    ["pass", "secret", "token", "key"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -256,5 +321,25 @@ mod tests {
         let url = DatabaseUrl::new("postgres://app:hunter2@db.example.com:5432/postgres");
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(format!("{url:?}").contains("db.example.com"));
+    }
+
+    #[test]
+    fn secret_query_parameters_never_print() {
+        let url = DatabaseUrl::new(
+            "postgres://app@db.example.com:5432/postgres?sslmode=require&password=hunter2&sslpassword=s3cr3t\
+             &pass%77ord=enc0ded&auth_token=t0k&sslkey=/k.pem&application_name=clerk",
+        );
+        let shown = format!("{url:?}");
+        for secret in ["hunter2", "s3cr3t", "enc0ded", "t0k", "/k.pem"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("password=[redacted]"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert!(shown.contains("application_name=clerk"), "{shown}");
+        let both = DatabaseUrl::new("postgres://app:pw1@h/db?password=pw2");
+        let serialized = serde_json::to_string(&both).expect("serializes");
+        for shown in [format!("{both:?}"), serialized] {
+            assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod health;
+pub mod serve;
 mod users;
 mod webhooks;
 

@@ -11,6 +11,8 @@ use super::sql::{BatchTx, NewDelivery, NewUser, Removal};
 use super::{apply_all, Change, Lookup, Outcome, Store, StoreError, UserData, UserRow};
 use crate::config::DatabaseSettings;
 
+mod adopt_check;
+
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 #[derive(Clone, Debug)]
@@ -38,6 +40,8 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let first = MIGRATOR.iter().map(|m| m.version).min().unwrap_or_default();
+        adopt_check::users_in_current_schema(&self.pool, first).await?;
         MIGRATOR.run(&self.pool).await.map_err(|e| {
             // The adoption step raises an exception (P0001) whose message is meant for the operator as it is.
             let adopt = match &e {

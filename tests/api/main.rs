@@ -9,6 +9,7 @@ mod clerk;
 mod test_db;
 
 mod adoption;
+mod adoption_edge_cases;
 mod api_auth;
 mod availability;
 mod backfill;
@@ -20,6 +21,7 @@ mod faults;
 mod replicas;
 mod session;
 mod signatures;
+mod slow_clients;
 mod sync;
 mod webhooks;
 mod write_path;

@@ -52,6 +52,9 @@ async fn rewrite_schema(
     let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'")
         .fetch_one(&mut *tx)
         .await?;
+    // The edits below work on whitespace-separated words and top-level commas, which a comment would hide
+    // (or, once words are re-joined on one line, extend over the closing parenthesis). Comments are dropped.
+    let sql = strip_comments(&sql);
     let mut edited = nullable
         .iter()
         .try_fold(sql, |sql, column| drop_not_null(&sql, column).ok_or(*column))
@@ -82,6 +85,49 @@ async fn rewrite_schema(
     sqlx::query("PRAGMA writable_schema = OFF").execute(&mut *tx).await?;
     tracing::warn!(nullable = ?nullable, id_default, "adjusted the users table: Clerk users may lack these columns");
     Ok(())
+}
+
+/// `create` without its SQL comments (`-- …` to the end of the line, `/* … */`), each replaced by a space; quoted
+/// strings and identifiers (`'…'`, `"…"`, `` `…` ``, `[…]`) are kept as they are.
+fn strip_comments(create: &str) -> String {
+    let mut out = String::with_capacity(create.len());
+    let mut chars = create.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                out.push(c);
+            }
+            (Some(_), c) => out.push(c),
+            (None, '\'' | '"' | '`') => {
+                quote = Some(c);
+                out.push(c);
+            }
+            (None, '[') => {
+                quote = Some(']');
+                out.push(c);
+            }
+            (None, '-') if chars.peek() == Some(&'-') => {
+                // Up to, not including, the newline: it ends the comment and stays as whitespace.
+                while chars.next_if(|&n| n != '\n').is_some() {}
+                out.push(' ');
+            }
+            (None, '/') if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut previous = '\0';
+                for n in chars.by_ref() {
+                    if previous == '*' && n == '/' {
+                        break;
+                    }
+                    previous = n;
+                }
+                out.push(' ');
+            }
+            (None, c) => out.push(c),
+        }
+    }
+    out
 }
 
 /// Removes `NOT NULL` from `column`'s definition in a `CREATE TABLE` statement; `None` if it cannot be found.
@@ -120,6 +166,7 @@ fn edit_column(create: &str, column: &str, edit: impl Fn(&str) -> Option<String>
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '[') => quote = Some(']'),
             (None, '(') => depth += 1,
             (None, ')') => depth -= 1,
             (None, ',') if depth == 0 => {
@@ -273,6 +320,20 @@ mod tests {
             with_default.starts_with("CREATE TABLE users (id text primary key DEFAULT (lower("),
             "{with_default}"
         );
+    }
+
+    #[test]
+    fn comments_are_stripped_outside_quotes() {
+        let sql = "CREATE TABLE users (\n id text primary key, -- the app's id\n \"a--b\" text default '--x', \
+                   [c/*d] text /* note, (here) */,\n email text not null -- primary email\n, name TEXT)";
+        let stripped = strip_comments(sql);
+        assert_eq!(
+            stripped,
+            "CREATE TABLE users (\n id text primary key,  \n \"a--b\" text default '--x', [c/*d] text  ,\n email \
+             text not null  \n, name TEXT)"
+        );
+        let edited = drop_not_null(&stripped, "email").expect("found");
+        assert!(edited.ends_with(" email text, name TEXT)"), "{edited}");
     }
 
     #[test]
