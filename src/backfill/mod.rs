@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cache::UserCache;
-use crate::clerk::{ClerkClient, ClerkError, Cursor, PAGE_SIZE};
+use crate::clerk::{ClerkClient, ClerkError, ClerkUser, Cursor, PAGE_SIZE};
 use crate::config::Settings;
 use crate::store::backfill::{Checkpoint, Known};
 use crate::store::writer::count_created;
@@ -118,36 +118,57 @@ impl Backfill {
             },
             (false, true) => self.fresh().await?,
         };
-        loop {
-            let cursor = checkpoint.cursor.clone().map(Cursor::After);
-            let page = self.clerk.list_users(cursor.as_ref(), PAGE_SIZE).await?;
-            let Some(last) = page.last().map(|u| u.id.clone()) else {
-                break;
-            };
-            let full = page.len() == PAGE_SIZE;
-            let changes: Vec<Change> = page
-                .into_iter()
-                .map(|u| Change::Upsert {
-                    user: u.into_user_data(),
-                    via: Source::Backfill,
-                    delivery: None,
-                })
-                .collect();
-            summary.scanned += changes.len() as u64;
-            checkpoint.cursor = Some(last);
-            checkpoint.scanned = summary.scanned as i64;
-            if options.dry_run {
-                self.classify(&changes, &mut summary).await?;
-                let seen: Vec<&str> = changes.iter().map(change_id).collect();
-                self.db.backfill_page(DRY_RUN, &seen, &checkpoint).await?;
-            } else {
-                self.apply(changes, &checkpoint, &mut summary).await?;
+        // The next page is fetched while this one is written: the walk takes the longer of the two, not both.
+        let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<ClerkUser>, ClerkError>>(2);
+        let clerk = &self.clerk;
+        let start = checkpoint.cursor.clone();
+        let fetch = async move {
+            let mut cursor = start.map(Cursor::After);
+            loop {
+                let page = clerk.list_users(cursor.as_ref(), PAGE_SIZE).await;
+                let next = match &page {
+                    Ok(users) if users.len() == PAGE_SIZE => users.last().map(|u| Cursor::After(u.id.clone())),
+                    _ => None,
+                };
+                if pages_tx.send(page).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => return,
+                }
             }
-            progress.page(&summary);
-            if !full {
-                break;
+        };
+        let apply = async {
+            while let Some(page) = pages.recv().await {
+                let page = page?;
+                let Some(last) = page.last().map(|u| u.id.clone()) else {
+                    break;
+                };
+                let changes: Vec<Change> = page
+                    .into_iter()
+                    .map(|u| Change::Upsert {
+                        user: u.into_user_data(),
+                        via: Source::Backfill,
+                        delivery: None,
+                    })
+                    .collect();
+                summary.scanned += changes.len() as u64;
+                checkpoint.cursor = Some(last);
+                checkpoint.scanned = summary.scanned as i64;
+                if options.dry_run {
+                    self.classify(&changes, &mut summary).await?;
+                    let seen: Vec<&str> = changes.iter().map(change_id).collect();
+                    self.db.backfill_page(DRY_RUN, &seen, &checkpoint).await?;
+                } else {
+                    self.apply(changes, &checkpoint, &mut summary).await?;
+                }
+                progress.page(&summary);
             }
-        }
+            Ok::<(), BackfillError>(())
+        };
+        let ((), applied) = tokio::join!(fetch, apply);
+        applied?;
         if options.prune {
             summary.pruned = self.prune(options.dry_run).await?;
         }
@@ -178,12 +199,14 @@ impl Backfill {
     ) -> Result<(), StoreError> {
         let mut changes = changes;
         changes.iter_mut().for_each(Change::strip_nul);
-        let outcomes = match self.db.apply(&changes).await {
+        let mut recorded = true;
+        let outcomes = match self.db.backfill_apply_page(USERS, &changes, checkpoint).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) if e.is_unavailable() => return Err(e),
             // One user the database refuses must not stop the walk: apply the page one by one.
             Err(e) => {
                 tracing::warn!(error = %e, "backfill page failed; applying its users one by one");
+                recorded = false;
                 let mut each = Vec::with_capacity(changes.len());
                 for change in &changes {
                     each.push(
@@ -213,6 +236,9 @@ impl Backfill {
             if let (Some(cache), "created" | "updated") = (&self.cache, label) {
                 cache.invalidate(change_id(change)).await;
             }
+        }
+        if recorded {
+            return Ok(());
         }
         let seen: Vec<&str> = changes.iter().map(change_id).collect();
         self.db.backfill_page(USERS, &seen, checkpoint).await

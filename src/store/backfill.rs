@@ -87,6 +87,52 @@ impl Db {
         Ok(())
     }
 
+    /// Applies one page of backfill `name` and records it (the ids it held, the cursor after it) in one
+    /// transaction, so the checkpoint never runs ahead of what was written.
+    pub async fn backfill_apply_page(
+        &self,
+        name: &str,
+        batch: &[super::Change],
+        checkpoint: &Checkpoint,
+    ) -> Result<Vec<super::Outcome>, StoreError> {
+        let seen: Vec<&str> = batch.iter().filter_map(super::Change::clerk_id).collect();
+        let ids = serde_json::to_string(&seen).unwrap_or_else(|_| "[]".into());
+        let (cursor, scanned) = (checkpoint.cursor.as_deref(), checkpoint.scanned);
+        let outcomes = match self {
+            Db::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let outcomes = super::PgStore::apply_in(&mut tx, batch).await?;
+                sqlx::query(
+                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
+                     SELECT $1, value FROM json_array_elements_text($2::json) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                save_cursor!(tx, name, cursor, scanned);
+                tx.commit().await?;
+                outcomes
+            }
+            Db::Sqlite(s) => {
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let outcomes = super::SqliteStore::apply_in(&mut tx, batch).await?;
+                sqlx::query(
+                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
+                     SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                save_cursor!(tx, name, cursor, scanned);
+                tx.commit().await?;
+                outcomes
+            }
+        };
+        Ok(outcomes)
+    }
+
     /// Records one page: the ids it held and the cursor after it, in one transaction.
     pub async fn backfill_page(&self, name: &str, seen: &[&str], checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let ids = serde_json::to_string(seen).unwrap_or_else(|_| "[]".into());

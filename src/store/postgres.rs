@@ -64,9 +64,9 @@ impl PgStore {
     }
 }
 
-impl Store for PgStore {
-    async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+impl PgStore {
+    /// Applies `batch` inside the open transaction `tx` (taking the per-user advisory locks first).
+    pub(super) async fn apply_in(tx: &mut PgConnection, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
         // Replicas sharing this database serialize per user too: without the lock a create on one replica and
         // a delete on another could each miss the other's uncommitted row (READ COMMITTED) and leave a live row
         // beside a tombstone. Locks are taken in sorted order, so two batches never deadlock on each other.
@@ -79,7 +79,14 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let outcomes = apply_all(&mut PgTx(&mut tx), batch).await?;
+        apply_all(&mut PgTx(tx), batch).await
+    }
+}
+
+impl Store for PgStore {
+    async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcomes = PgStore::apply_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

@@ -98,12 +98,19 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Applies `batch` inside the open (IMMEDIATE) transaction `tx`.
+    pub(super) async fn apply_in(tx: &mut SqliteConnection, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
+        apply_all(&mut SqliteTx(tx), batch).await
+    }
+}
+
 impl Store for SqliteStore {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
         // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then writes fails
         // with SQLITE_BUSY_SNAPSHOT when another connection committed in between.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let outcomes = apply_all(&mut SqliteTx(&mut tx), batch).await?;
+        let outcomes = SqliteStore::apply_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
