@@ -44,8 +44,7 @@ const UPSERT: &str = concat!(
     now!(),
     "
      WHERE users.deleted_at IS NULL
-       AND (users.clerk_updated_at IS NULL OR users.clerk_updated_at < excluded.clerk_updated_at)
-     RETURNING clerk_id"
+       AND (users.clerk_updated_at IS NULL OR users.clerk_updated_at < excluded.clerk_updated_at)"
 );
 
 /// A timestamp SQLite cannot format (past year 9999) must not leave a deleted user live: it falls back to now.
@@ -159,6 +158,11 @@ fn json_rows<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> String {
     serde_json::to_string(&rows.collect::<Vec<T>>()).unwrap_or_else(|_| "[]".into())
 }
 
+/// A JSON aggregate this module asked SQLite for.
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 fn json_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     json_rows(ids)
 }
@@ -169,15 +173,30 @@ impl BatchTx for SqliteTx<'_> {
             let d = r.delivery;
             (&d.svix_id, &d.event_type, &d.clerk_id, r.outcome)
         }));
-        let inserted: Vec<String> = sqlx::query_scalar(
+        // One row back rather than one per delivery: every row crosses a thread boundary in sqlx's SQLite
+        // driver, and that, not SQLite, was the cost of a batch. The transaction is IMMEDIATE (this is the only
+        // writer), so the ids recorded before the insert are exactly the ones it skips.
+        let recorded: String = sqlx::query_scalar(
+            "SELECT json_group_array(svix_id) FROM clerk_sync_deliveries \
+             WHERE svix_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j)",
+        )
+        .bind(&json)
+        .fetch_one(&mut *self.0)
+        .await?;
+        let recorded: HashSet<String> = decode(&recorded)?;
+        sqlx::query(
             "INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome) \
              SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j WHERE true \
-             ON CONFLICT (svix_id) DO NOTHING RETURNING svix_id",
+             ON CONFLICT (svix_id) DO NOTHING",
         )
         .bind(json)
-        .fetch_all(&mut *self.0)
+        .execute(&mut *self.0)
         .await?;
-        Ok(inserted.into_iter().collect())
+        Ok(rows
+            .iter()
+            .map(|r| r.delivery.svix_id.clone())
+            .filter(|id| !recorded.contains(id))
+            .collect())
     }
 
     async fn delivery_outcomes(&mut self, svix_ids: &[&str]) -> Result<HashMap<String, String>, sqlx::Error> {
@@ -216,23 +235,44 @@ impl BatchTx for SqliteTx<'_> {
                 u.clerk_updated_at,
             )
         }));
-        // SQLite has no xmax; inside the write transaction (one writer) the rows present before tell
-        // insert from update.
-        let existed: Vec<String> = sqlx::query_scalar(
-            "SELECT clerk_id FROM users WHERE clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j)",
+        // SQLite has no xmax, and RETURNING would send a row per user across sqlx's worker thread. Inside the
+        // IMMEDIATE transaction this is the only writer, so the state read just before the upsert says exactly
+        // what its guard does: no change over a tombstone or a deleted row, or when the row is as new.
+        let state: (String, String) = sqlx::query_as(
+            "SELECT (SELECT json_group_array(json_array(u.clerk_id, u.clerk_updated_at, \
+                     json(CASE WHEN u.deleted_at IS NULL THEN 'false' ELSE 'true' END))) \
+                     FROM users u WHERE u.clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j)), \
+                    (SELECT json_group_array(t.clerk_id) FROM clerk_sync_tombstones t \
+                     WHERE t.clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j))",
         )
         .bind(&json)
-        .fetch_all(&mut *self.0)
+        .fetch_one(&mut *self.0)
         .await?;
-        let existed: HashSet<String> = existed.into_iter().collect();
-        let written: Vec<String> = sqlx::query_scalar(UPSERT).bind(&json).fetch_all(&mut *self.0).await?;
-        Ok(written
-            .into_iter()
-            .map(|id| {
-                let created = !existed.contains(&id);
-                (id, created)
+        let stored: Vec<(String, Option<i64>, bool)> = decode(&state.0)?;
+        let stored: HashMap<String, (Option<i64>, bool)> =
+            stored.into_iter().map(|(id, at, deleted)| (id, (at, deleted))).collect();
+        let tombstoned: HashSet<String> = decode(&state.1)?;
+        let expected: HashMap<String, bool> = rows
+            .iter()
+            .filter(|r| !tombstoned.contains(&r.user.clerk_id))
+            .filter_map(|r| match stored.get(&r.user.clerk_id) {
+                None => Some((r.user.clerk_id.clone(), true)),
+                Some((at, false)) if at.is_none_or(|at| at < r.user.clerk_updated_at) => {
+                    Some((r.user.clerk_id.clone(), false))
+                }
+                Some(_) => None,
             })
-            .collect())
+            .collect();
+        let done = sqlx::query(UPSERT).bind(&json).execute(&mut *self.0).await?;
+        if done.rows_affected() != expected.len() as u64 {
+            // Cannot happen with one writer; if it does, fail the batch rather than report wrong outcomes.
+            return Err(sqlx::Error::Protocol(format!(
+                "upsert wrote {} rows where {} were expected",
+                done.rows_affected(),
+                expected.len()
+            )));
+        }
+        Ok(expected)
     }
 
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
