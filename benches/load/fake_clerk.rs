@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,11 +24,6 @@ pub struct FakeClerk {
     base_ms: i64,
 }
 
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    limit: Option<u64>,
-    starting_after: Option<String>,
-}
 
 fn user_json(out: &mut String, i: u64, base_ms: i64) {
     use std::fmt::Write;
@@ -77,17 +73,25 @@ async fn count(State(fake): State<Arc<FakeClerk>>) -> Response {
     axum::Json(serde_json::json!({"object": "total_count", "total_count": fake.users})).into_response()
 }
 
-async fn list(State(fake): State<Arc<FakeClerk>>, Query(q): Query<ListQuery>) -> Result<Response, Infallible> {
+async fn list(State(fake): State<Arc<FakeClerk>>, uri: Uri) -> Result<Response, Infallible> {
+    let (mut limit, mut after) = (10_u64, None::<String>);
+    for (key, value) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "limit" => limit = value.parse().unwrap_or(10),
+            "starting_after" => after = Some(value.into_owned()),
+            _ => {}
+        }
+    }
     fake.requests.fetch_add(1, Ordering::Relaxed);
     if !fake.admit() {
         fake.limited.fetch_add(1, Ordering::Relaxed);
         return Ok((StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limited").into_response());
     }
-    let start = match q.starting_after.as_deref().and_then(|s| s.strip_prefix("user_bf")) {
+    let start = match after.as_deref().and_then(|s| s.strip_prefix("user_bf")) {
         Some(n) => n.parse::<u64>().map_or(fake.users, |n| n + 1),
         None => 0,
     };
-    let end = (start + q.limit.unwrap_or(10).min(500)).min(fake.users);
+    let end = (start + limit.min(500)).min(fake.users);
     let mut body = String::with_capacity(((end - start) * 400) as usize + 2);
     body.push('[');
     for i in start..end {
