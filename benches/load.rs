@@ -263,7 +263,10 @@ async fn clerk(out: &mut Vec<String>) {
 /// Issue 9: N users (1,000,000 by default, `BENCH_BACKFILL_USERS`) from a local fake Clerk that enforces
 /// 1000 requests per 10 s, walked by `clerk-sync backfill` while a `serve` on the same database takes webhooks.
 async fn backfill(out: &mut Vec<String>, backend: &str) {
-    let n: u64 = std::env::var("BENCH_BACKFILL_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("BENCH_BACKFILL_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let (fake, url) = fake_clerk::FakeClerk::start(n).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = match backend {
@@ -302,7 +305,10 @@ async fn backfill(out: &mut Vec<String>, backend: &str) {
             let kb: f64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0.0);
             peak = peak.max(kb / 1024.0);
         }
-        assert!(started.elapsed() < Duration::from_secs(900), "backfill took over 15 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "backfill took over 15 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let wall = started.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ use crate::actors::{Actors, UserArgs};
 use crate::cache::UserCache;
 use crate::clerk::{ClerkClient, JwtVerifier};
 use crate::config::Settings;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, Shared};
 use crate::store::writer::{Writer, WriterOptions};
 use crate::store::{Db, Store, StoreError};
 use crate::webhook::Verifier;
@@ -138,7 +138,7 @@ impl Application {
             .await
             .map_err(|e| StartError::Actors(e.to_string()))?;
 
-        let state = AppState {
+        let state = AppState::new(Shared {
             db: db.clone(),
             writer,
             actors,
@@ -149,7 +149,7 @@ impl Application {
             retry_after_secs: settings.server.retry_after_secs,
             answer_timeout: settings.webhooks.answer_timeout(),
             counters: crate::http::Counters::new(),
-        };
+        });
         Ok(Application {
             listener,
             port,

@@ -24,7 +24,6 @@ pub struct FakeClerk {
     base_ms: i64,
 }
 
-
 fn user_json(out: &mut String, i: u64, base_ms: i64) {
     use std::fmt::Write;
     let t = base_ms + i as i64;
@@ -58,7 +57,10 @@ impl FakeClerk {
     fn admit(&self) -> bool {
         let now = Instant::now();
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        while window.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(10)) {
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(10))
+        {
             window.pop_front();
         }
         if window.len() >= 1000 {
@@ -85,7 +87,12 @@ async fn list(State(fake): State<Arc<FakeClerk>>, uri: Uri) -> Result<Response, 
     fake.requests.fetch_add(1, Ordering::Relaxed);
     if !fake.admit() {
         fake.limited.fetch_add(1, Ordering::Relaxed);
-        return Ok((StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limited").into_response());
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "rate limited",
+        )
+            .into_response());
     }
     let start = match after.as_deref().and_then(|s| s.strip_prefix("user_bf")) {
         Some(n) => n.parse::<u64>().map_or(fake.users, |n| n + 1),

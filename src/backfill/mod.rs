@@ -12,7 +12,9 @@ pub mod progress;
 pub mod reconcile;
 
 use std::sync::Arc;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
 
 use crate::cache::UserCache;
 use crate::clerk::{ClerkClient, ClerkError, ClerkUser, Cursor, PAGE_SIZE};
@@ -139,30 +141,51 @@ impl Backfill {
                 }
             }
         };
+        // Up to `pages_in_flight` pages are written at once (Postgres; SQLite has one writer), each in its own
+        // transaction with the ids it holds; the cursor advances in page order, only past pages whose
+        // transaction committed, so a resumed run never skips a page (it may rewrite a few: harmless).
+        let pages_in_flight = if matches!(*self.db, Db::Postgres(_)) { 3 } else { 1 };
         let apply = async {
-            while let Some(page) = pages.recv().await {
-                let page = page?;
-                let Some(last) = page.last().map(|u| u.id.clone()) else {
+            let mut writing: std::collections::VecDeque<(Checkpoint, JoinHandle<PageResult>)> = Default::default();
+            let mut more = true;
+            loop {
+                while more && writing.len() < pages_in_flight {
+                    let Some(page) = pages.recv().await else {
+                        more = false;
+                        break;
+                    };
+                    let page = page?;
+                    let Some(last) = page.last().map(|u| u.id.clone()) else {
+                        more = false;
+                        break;
+                    };
+                    let changes: Vec<Change> = page
+                        .into_iter()
+                        .map(|u| Change::Upsert {
+                            user: u.into_user_data(),
+                            via: Source::Backfill,
+                            delivery: None,
+                        })
+                        .collect();
+                    summary.scanned += changes.len() as u64;
+                    checkpoint.cursor = Some(last);
+                    checkpoint.scanned = summary.scanned as i64;
+                    if options.dry_run {
+                        self.classify(&changes, &mut summary).await?;
+                        let seen: Vec<&str> = changes.iter().map(change_id).collect();
+                        self.db.backfill_page(DRY_RUN, &seen, Some(&checkpoint)).await?;
+                        progress.page(&summary);
+                    } else {
+                        let task = tokio::spawn(write_page(self.db.clone(), changes));
+                        writing.push_back((checkpoint.clone(), task));
+                    }
+                }
+                let Some((written_up_to, task)) = writing.pop_front() else {
                     break;
                 };
-                let changes: Vec<Change> = page
-                    .into_iter()
-                    .map(|u| Change::Upsert {
-                        user: u.into_user_data(),
-                        via: Source::Backfill,
-                        delivery: None,
-                    })
-                    .collect();
-                summary.scanned += changes.len() as u64;
-                checkpoint.cursor = Some(last);
-                checkpoint.scanned = summary.scanned as i64;
-                if options.dry_run {
-                    self.classify(&changes, &mut summary).await?;
-                    let seen: Vec<&str> = changes.iter().map(change_id).collect();
-                    self.db.backfill_page(DRY_RUN, &seen, &checkpoint).await?;
-                } else {
-                    self.apply(changes, &checkpoint, &mut summary).await?;
-                }
+                let (changes, outcomes) = task.await.map_err(|_| StoreError::Closed)??;
+                self.account(&changes, outcomes, &mut summary).await?;
+                self.db.backfill_save_cursor(USERS, &written_up_to).await?;
                 progress.page(&summary);
             }
             Ok::<(), BackfillError>(())
@@ -190,35 +213,13 @@ impl Backfill {
         Ok(Checkpoint::default())
     }
 
-    /// Applies one page in one transaction, then checkpoints it.
-    async fn apply(
+    /// Counts a written page's outcomes and drops the cache entries of the users it changed.
+    async fn account(
         &self,
-        changes: Vec<Change>,
-        checkpoint: &Checkpoint,
+        changes: &[Change],
+        outcomes: Vec<Result<Outcome, StoreError>>,
         summary: &mut Summary,
     ) -> Result<(), StoreError> {
-        let mut changes = changes;
-        changes.iter_mut().for_each(Change::strip_nul);
-        let mut recorded = true;
-        let outcomes = match self.db.backfill_apply_page(USERS, &changes, checkpoint).await {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(e) if e.is_unavailable() => return Err(e),
-            // One user the database refuses must not stop the walk: apply the page one by one.
-            Err(e) => {
-                tracing::warn!(error = %e, "backfill page failed; applying its users one by one");
-                recorded = false;
-                let mut each = Vec::with_capacity(changes.len());
-                for change in &changes {
-                    each.push(
-                        self.db
-                            .apply(std::slice::from_ref(change))
-                            .await
-                            .map(|mut o| o.remove(0)),
-                    );
-                }
-                each
-            }
-        };
         for (change, outcome) in changes.iter().zip(outcomes) {
             let label = match &outcome {
                 Ok(o) => {
@@ -237,11 +238,7 @@ impl Backfill {
                 cache.invalidate(change_id(change)).await;
             }
         }
-        if recorded {
-            return Ok(());
-        }
-        let seen: Vec<&str> = changes.iter().map(change_id).collect();
-        self.db.backfill_page(USERS, &seen, checkpoint).await
+        Ok(())
     }
 
     /// A dry run's classification of one page against what the database holds.
@@ -308,6 +305,31 @@ impl Backfill {
             after = last;
         }
         Ok(pruned)
+    }
+}
+
+type PageResult = Result<(Vec<Change>, Vec<Result<Outcome, StoreError>>), StoreError>;
+
+/// Writes one page and records its ids as seen, in one transaction. A page the database refuses is applied
+/// one user at a time, so one refused user does not stop the walk.
+async fn write_page(db: Arc<Db>, mut changes: Vec<Change>) -> PageResult {
+    changes.iter_mut().for_each(Change::strip_nul);
+    match db.backfill_apply_page(USERS, &changes).await {
+        Ok(outcomes) => {
+            let outcomes = outcomes.into_iter().map(Ok).collect();
+            Ok((changes, outcomes))
+        }
+        Err(e) if e.is_unavailable() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "backfill page failed; applying its users one by one");
+            let mut each = Vec::with_capacity(changes.len());
+            for change in &changes {
+                each.push(db.apply(std::slice::from_ref(change)).await.map(|mut o| o.remove(0)));
+            }
+            let seen: Vec<&str> = changes.iter().map(change_id).collect();
+            db.backfill_page(USERS, &seen, None).await?;
+            Ok((changes, each))
+        }
     }
 }
 

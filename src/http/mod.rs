@@ -29,9 +29,27 @@ use crate::webhook::Verifier;
 /// Largest webhook body accepted; Clerk's user events are a few KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
-/// What the handlers share.
+/// What the handlers share, behind one `Arc`: axum clones the state for every request, and one reference count
+/// is much cheaper on the hot path than the dozen inside.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub db: Arc<Db>,
     pub writer: Writer,
     pub actors: Actors,

@@ -87,17 +87,15 @@ impl Db {
         Ok(())
     }
 
-    /// Applies one page of backfill `name` and records it (the ids it held, the cursor after it) in one
-    /// transaction, so the checkpoint never runs ahead of what was written.
+    /// Applies one page of backfill `name` and records the ids it held as seen, in one transaction. The cursor
+    /// moves separately ([`Db::backfill_save_cursor`]), in page order, once every earlier page committed.
     pub async fn backfill_apply_page(
         &self,
         name: &str,
         batch: &[super::Change],
-        checkpoint: &Checkpoint,
     ) -> Result<Vec<super::Outcome>, StoreError> {
         let seen: Vec<&str> = batch.iter().filter_map(super::Change::clerk_id).collect();
         let ids = serde_json::to_string(&seen).unwrap_or_else(|_| "[]".into());
-        let (cursor, scanned) = (checkpoint.cursor.as_deref(), checkpoint.scanned);
         let outcomes = match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -110,7 +108,6 @@ impl Db {
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-                save_cursor!(tx, name, cursor, scanned);
                 tx.commit().await?;
                 outcomes
             }
@@ -125,7 +122,6 @@ impl Db {
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-                save_cursor!(tx, name, cursor, scanned);
                 tx.commit().await?;
                 outcomes
             }
@@ -133,10 +129,25 @@ impl Db {
         Ok(outcomes)
     }
 
-    /// Records one page: the ids it held and the cursor after it, in one transaction.
-    pub async fn backfill_page(&self, name: &str, seen: &[&str], checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let ids = serde_json::to_string(seen).unwrap_or_else(|_| "[]".into());
+    /// Moves the cursor of backfill `name`.
+    pub async fn backfill_save_cursor(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let (cursor, scanned) = (checkpoint.cursor.as_deref(), checkpoint.scanned);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            save_cursor!(tx, name, cursor, scanned);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records ids as seen by backfill `name`, and with `checkpoint` the cursor after them, in one transaction.
+    pub async fn backfill_page(
+        &self,
+        name: &str,
+        seen: &[&str],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), StoreError> {
+        let ids = serde_json::to_string(seen).unwrap_or_else(|_| "[]".into());
         match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -148,7 +159,9 @@ impl Db {
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-                save_cursor!(tx, name, cursor, scanned);
+                if let Some(c) = checkpoint {
+                    save_cursor!(tx, name, c.cursor.as_deref(), c.scanned);
+                }
                 tx.commit().await?;
             }
             Db::Sqlite(s) => {
@@ -161,7 +174,9 @@ impl Db {
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-                save_cursor!(tx, name, cursor, scanned);
+                if let Some(c) = checkpoint {
+                    save_cursor!(tx, name, c.cursor.as_deref(), c.scanned);
+                }
                 tx.commit().await?;
             }
         }

@@ -249,8 +249,10 @@ impl BatchTx for SqliteTx<'_> {
         .fetch_one(&mut *self.0)
         .await?;
         let stored: Vec<(String, Option<i64>, bool)> = decode(&state.0)?;
-        let stored: HashMap<String, (Option<i64>, bool)> =
-            stored.into_iter().map(|(id, at, deleted)| (id, (at, deleted))).collect();
+        let stored: HashMap<String, (Option<i64>, bool)> = stored
+            .into_iter()
+            .map(|(id, at, deleted)| (id, (at, deleted)))
+            .collect();
         let tombstoned: HashSet<String> = decode(&state.1)?;
         let expected: HashMap<String, bool> = rows
             .iter()
