@@ -124,14 +124,32 @@ impl Backfill {
         let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<ClerkUser>, ClerkError>>(2);
         let clerk = &self.clerk;
         let start = checkpoint.cursor.clone();
+        let resumed_at = summary.scanned;
         let fetch = async move {
             let mut cursor = start.map(Cursor::After);
+            let mut fetched = resumed_at;
             loop {
-                let page = clerk.list_users(cursor.as_ref(), PAGE_SIZE).await;
-                let next = match &page {
-                    Ok(users) if users.len() == PAGE_SIZE => users.last().map(|u| Cursor::After(u.id.clone())),
+                let mut page = clerk.list_users(cursor.as_ref(), PAGE_SIZE).await;
+                // An instance that refuses the cursor is walked by offset instead (slower on Clerk's side at
+                // large offsets, so only as a fallback).
+                if let (Err(ClerkError::Refused(400 | 422)), Some(Cursor::After(_))) = (&page, &cursor) {
+                    tracing::warn!(
+                        offset = fetched,
+                        "Clerk refused starting_after; paging by offset instead"
+                    );
+                    cursor = Some(Cursor::Offset(fetched));
+                    page = clerk.list_users(cursor.as_ref(), PAGE_SIZE).await;
+                }
+                let next = match (&page, &cursor) {
+                    (Ok(users), Some(Cursor::Offset(n))) if users.len() == PAGE_SIZE => {
+                        Some(Cursor::Offset(n + PAGE_SIZE as u64))
+                    }
+                    (Ok(users), _) if users.len() == PAGE_SIZE => users.last().map(|u| Cursor::After(u.id.clone())),
                     _ => None,
                 };
+                if let Ok(users) = &page {
+                    fetched += users.len() as u64;
+                }
                 if pages_tx.send(page).await.is_err() {
                     return;
                 }

@@ -18,6 +18,8 @@ struct FakeList {
     served: AtomicUsize,
     failing: std::sync::Mutex<Vec<usize>>,
     fail: u16,
+    /// Answer 400 to `starting_after`, as an instance without cursor paging would.
+    refuse_cursor: std::sync::atomic::AtomicBool,
 }
 
 impl FakeList {
@@ -46,6 +48,15 @@ impl Respond for FakeList {
         );
         let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
         assert!(limit <= 500, "Clerk's pages hold at most 500");
+        if query.contains_key("starting_after") && self.refuse_cursor.load(Ordering::SeqCst) {
+            return ResponseTemplate::new(400).set_body_json(json!({
+                "errors": [{"code": "form_param_unknown", "message": "is unknown", "long_message": "starting_after is not a valid parameter"}]
+            }));
+        }
+        if let Some(offset) = query.get("offset").and_then(|o| o.parse::<usize>().ok()) {
+            let page: Vec<&Value> = self.users.iter().skip(offset).take(limit).collect();
+            return ResponseTemplate::new(200).set_body_json(page);
+        }
         let start = match query.get("starting_after") {
             Some(after) => self
                 .users
@@ -66,6 +77,7 @@ async fn mount(app: &TestApp, users: &[ClerkUser], failing: Vec<usize>, fail: u1
         served: AtomicUsize::new(0),
         failing: std::sync::Mutex::new(failing),
         fail,
+        refuse_cursor: Default::default(),
     });
     wiremock::Mock::given(method("GET"))
         .and(path("/v1/users/count"))
@@ -130,6 +142,19 @@ both_backends!(pages_of_every_shape_are_walked_whole, |backend| async move {
         );
     }
 });
+
+both_backends!(
+    an_instance_refusing_the_cursor_is_walked_by_offset,
+    |backend| async move {
+        let app = spawn_app_with_clerk(backend, &[]).await;
+        let all = users(1100);
+        let list = mount(&app, &all, vec![], 500).await;
+        list.refuse_cursor.store(true, Ordering::SeqCst);
+        let summary = run(&app, Options::default()).await;
+        assert_eq!((summary.scanned, summary.created), (1100, 1100), "{summary:?}");
+        assert_eq!(app.db.count_all_users().await, 1100);
+    }
+);
 
 both_backends!(a_429_mid_run_is_waited_out, |backend| async move {
     let app = spawn_app_with_clerk(backend, &[]).await;
