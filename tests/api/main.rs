@@ -15,6 +15,8 @@ mod concurrency;
 mod deletes;
 mod fallback;
 mod fallback_concurrency;
+mod hostile;
+mod properties;
 mod replicas;
 mod session;
 mod signatures;
