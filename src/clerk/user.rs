@@ -36,12 +36,13 @@ impl ClerkUser {
     }
 
     /// The stored columns. U+0000 is removed from every text (PostgreSQL cannot store it, SQLite can: both
-    /// backends store the same), then blank values become NULL.
+    /// backends store the same), then blank values become NULL. Not from the id: an id holding U+0000 is not a
+    /// Clerk id and is refused, never turned into another user's id.
     pub fn into_user_data(self) -> UserData {
         let email = self.primary_email().map(|e| strip_nul(e.to_owned()));
         let blank_to_none = |s: Option<String>| s.map(strip_nul).filter(|v| !v.trim().is_empty());
         UserData {
-            clerk_id: strip_nul(self.id),
+            clerk_id: self.id,
             email,
             first_name: blank_to_none(self.first_name),
             last_name: blank_to_none(self.last_name),
