@@ -39,8 +39,8 @@ impl ClerkUser {
     /// backends store the same), then blank values become NULL. Not from the id: an id holding U+0000 is not a
     /// Clerk id and is refused, never turned into another user's id.
     pub fn into_user_data(self) -> UserData {
-        let email = self.primary_email().map(|e| strip_nul(e.to_owned()));
         let blank_to_none = |s: Option<String>| s.map(strip_nul).filter(|v| !v.trim().is_empty());
+        let email = blank_to_none(self.primary_email().map(str::to_owned));
         UserData {
             clerk_id: self.id,
             email,
@@ -120,6 +120,18 @@ mod tests {
         assert_eq!(data.username.as_deref(), Some("u"));
         assert_eq!(data.image_url.as_deref(), Some("https://x/y"));
         assert_eq!(strip_nul("plain".into()), "plain");
+    }
+
+    #[test]
+    fn a_blank_primary_email_is_null() {
+        let user: ClerkUser = serde_json::from_value(serde_json::json!({
+            "id": "user_2abc",
+            "email_addresses": [{"id": "idn_1", "email_address": " \u{0} "}],
+            "primary_email_address_id": "idn_1",
+            "updated_at": 1_700_000_000_000_i64
+        }))
+        .expect("valid user");
+        assert_eq!(user.into_user_data().email, None);
     }
 
     #[test]
