@@ -8,7 +8,7 @@ mod user;
 pub use client::{ClerkClient, ClerkError};
 pub use jwt::{AuthError, JwtVerifier, SessionClaims};
 pub use list::{Cursor, PAGE_SIZE};
-pub use user::{is_user_id, ClerkUser, EmailAddress};
+pub use user::{is_user_id, strip_nul, ClerkUser, EmailAddress};
 
 #[cfg(test)]
 mod client_tests;

@@ -35,9 +35,12 @@ impl ClerkUser {
             .map(|e| e.email_address.as_str())
     }
 
+    /// The stored columns. U+0000 is removed from every text (PostgreSQL cannot store it, SQLite can: both
+    /// backends store the same), then blank values become NULL. Not from the id: an id holding U+0000 is not a
+    /// Clerk id and is refused, never turned into another user's id.
     pub fn into_user_data(self) -> UserData {
-        let email = self.primary_email().map(str::to_owned);
-        let blank_to_none = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        let blank_to_none = |s: Option<String>| s.map(strip_nul).filter(|v| !v.trim().is_empty());
+        let email = blank_to_none(self.primary_email().map(str::to_owned));
         UserData {
             clerk_id: self.id,
             email,
@@ -47,6 +50,16 @@ impl ClerkUser {
             image_url: blank_to_none(self.image_url),
             clerk_updated_at: self.updated_at,
         }
+    }
+}
+
+/// `s` without U+0000: PostgreSQL's `text` cannot hold it (SQLSTATE 22021), so a name carrying one would fail
+/// on every retry there while SQLite stored it.
+pub fn strip_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "")
+    } else {
+        s
     }
 }
 
@@ -88,6 +101,37 @@ mod tests {
         }))
         .expect("valid user");
         assert_eq!(user.primary_email(), None);
+    }
+
+    #[test]
+    fn nul_is_stripped_from_every_text() {
+        let user: ClerkUser = serde_json::from_value(serde_json::json!({
+            "id": "user_2abc",
+            "email_addresses": [{"id": "idn_1", "email_address": "a\u{0}@example.com"}],
+            "primary_email_address_id": "idn_1",
+            "first_name": "A\u{0}B", "last_name": "\u{0}", "username": "u\u{0}", "image_url": "https://x/\u{0}y",
+            "updated_at": 1_700_000_000_000_i64
+        }))
+        .expect("valid user");
+        let data = user.into_user_data();
+        assert_eq!(data.email.as_deref(), Some("a@example.com"));
+        assert_eq!(data.first_name.as_deref(), Some("AB"));
+        assert_eq!(data.last_name, None, "a NUL-only name is blank");
+        assert_eq!(data.username.as_deref(), Some("u"));
+        assert_eq!(data.image_url.as_deref(), Some("https://x/y"));
+        assert_eq!(strip_nul("plain".into()), "plain");
+    }
+
+    #[test]
+    fn a_blank_primary_email_is_null() {
+        let user: ClerkUser = serde_json::from_value(serde_json::json!({
+            "id": "user_2abc",
+            "email_addresses": [{"id": "idn_1", "email_address": " \u{0} "}],
+            "primary_email_address_id": "idn_1",
+            "updated_at": 1_700_000_000_000_i64
+        }))
+        .expect("valid user");
+        assert_eq!(user.into_user_data().email, None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::VerifiedBody;
-use crate::clerk::{is_user_id, ClerkUser};
+use crate::clerk::{is_user_id, strip_nul, ClerkUser};
 use crate::store::{Change, Delivery, RecordOnly, Source, UserData};
 
 /// A Clerk event that arrived with a valid signature. Constructed only by [`VerifiedBody::parse`].
@@ -63,10 +63,20 @@ struct Deleted {
     id: String,
 }
 
-/// The sane range of Clerk timestamps, in ms since the epoch: 2000-01-01 to 2100-01-01. Anything outside is
-/// refused as an invalid payload, on both backends alike (SQLite cannot format a date past year 9999, so an
-/// absurd delete time would otherwise leave a deleted user live there).
-pub const SANE_MS: std::ops::RangeInclusive<i64> = 946_684_800_000..=4_102_444_800_000;
+/// The earliest timestamp an event may carry: 2000-01-01T00:00:00Z, in ms since the epoch.
+pub const EARLIEST_EVENT_MS: i64 = 946_684_800_000;
+/// The first timestamp an event may no longer carry: 2100-01-01T00:00:00Z, in ms since the epoch.
+///
+/// `data.updated_at` (the ordering guard) and a delete's envelope timestamp (its `deleted_at`) must lie in
+/// `EARLIEST_EVENT_MS..LATEST_EVENT_MS`. Outside it the payload is corrupt or hostile, and the backends would not
+/// even agree on it (SQLite's `strftime` yields NULL past year 9999, so a delete would leave `deleted_at` NULL):
+/// such an event is refused as `invalid_payload` before it reaches either backend.
+pub const LATEST_EVENT_MS: i64 = 4_102_444_800_000;
+
+/// Whether `ms` lies in the accepted range of event timestamps.
+pub fn is_sane_event_ms(ms: i64) -> bool {
+    (EARLIEST_EVENT_MS..LATEST_EVENT_MS).contains(&ms)
+}
 
 /// Envelope timestamps under 10^12 are seconds (10^12 ms is 2001; 10^12 s is far in the future).
 fn to_millis(ts: i64) -> i64 {
@@ -74,6 +84,14 @@ fn to_millis(ts: i64) -> i64 {
         ts.saturating_mul(1000)
     } else {
         ts
+    }
+}
+
+/// At most 80 characters of `s`, for messages that quote the payload.
+fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((end, _)) => format!("{:?}…", &s[..end]),
+        None => format!("{s:?}"),
     }
 }
 
@@ -87,20 +105,36 @@ impl VerifiedBody {
         };
         let envelope: Envelope =
             serde_json::from_slice(self.body()).map_err(|e| invalid("unknown", format!("not a Clerk event: {e}")))?;
+        let event_type = strip_nul(envelope.event_type);
         let data = serde_json::Value::Object(envelope.data);
-        let timestamp_ms = to_millis(envelope.timestamp.unwrap_or(self.timestamp_secs()));
-        let kind = match envelope.event_type.as_str() {
+        let envelope_ms = envelope.timestamp.map(to_millis);
+        // The svix timestamp verified within ±5 minutes of now, so it is always sane.
+        let svix_ms = self.timestamp_secs().saturating_mul(1000);
+        let kind = match event_type.as_str() {
             "user.created" | "user.updated" => {
-                let user: ClerkUser = serde_json::from_value(data)
-                    .map_err(|e| invalid(&envelope.event_type, format!("bad user object: {e}")))?;
+                let user: ClerkUser =
+                    serde_json::from_value(data).map_err(|e| invalid(&event_type, format!("bad user object: {e}")))?;
+                if !is_sane_event_ms(user.updated_at) {
+                    return Err(invalid(
+                        &event_type,
+                        format!("data.updated_at {} is outside 2000-01-01..2100-01-01", user.updated_at),
+                    ));
+                }
                 EventKind::Upsert(user.into_user_data())
             }
             "user.deleted" => {
                 let deleted: Deleted = serde_json::from_value(data)
-                    .map_err(|e| invalid(&envelope.event_type, format!("bad deleted object: {e}")))?;
+                    .map_err(|e| invalid(&event_type, format!("bad deleted object: {e}")))?;
+                let deleted_at_ms = envelope_ms.unwrap_or(svix_ms);
+                if !is_sane_event_ms(deleted_at_ms) {
+                    return Err(invalid(
+                        &event_type,
+                        format!("timestamp {deleted_at_ms} ms is outside 2000-01-01..2100-01-01"),
+                    ));
+                }
                 EventKind::Delete {
                     clerk_id: deleted.id,
-                    deleted_at_ms: timestamp_ms,
+                    deleted_at_ms,
                 }
             }
             _ => EventKind::Other {
@@ -111,29 +145,20 @@ impl VerifiedBody {
                     .map(str::to_owned),
             },
         };
-        let ordered_by = match &kind {
-            EventKind::Upsert(user) => Some(user.clerk_updated_at),
-            EventKind::Delete { deleted_at_ms, .. } => Some(*deleted_at_ms),
-            EventKind::Other { .. } => None,
-        };
-        if let Some(ms) = ordered_by.filter(|ms| !SANE_MS.contains(ms)) {
-            return Err(invalid(
-                &envelope.event_type,
-                format!("timestamp {ms} ms is outside 2000-01-01 .. 2100-01-01"),
-            ));
-        }
         if let EventKind::Upsert(UserData { clerk_id, .. }) | EventKind::Delete { clerk_id, .. } = &kind {
             if !is_user_id(clerk_id) {
                 return Err(invalid(
-                    &envelope.event_type,
-                    format!("{clerk_id:?} is not a Clerk user id"),
+                    &event_type,
+                    format!("{} is not a Clerk user id", excerpt(clerk_id)),
                 ));
             }
         }
         Ok(VerifiedEvent {
             svix_id,
-            event_type: envelope.event_type,
-            timestamp_ms,
+            event_type,
+            // Only the lag metric reads it for upserts and other types: an absurd envelope timestamp there falls
+            // back to the verified svix timestamp instead of refusing an otherwise good event.
+            timestamp_ms: envelope_ms.filter(|ms| is_sane_event_ms(*ms)).unwrap_or(svix_ms),
             kind,
         })
     }
@@ -204,5 +229,23 @@ mod tests {
     fn envelope_timestamps_in_seconds_or_millis() {
         assert_eq!(to_millis(1_700_000_000), 1_700_000_000_000);
         assert_eq!(to_millis(1_700_000_000_123), 1_700_000_000_123);
+        assert_eq!(to_millis(i64::MIN), i64::MIN);
+    }
+
+    #[test]
+    fn sane_range_is_2000_to_2100() {
+        assert!(is_sane_event_ms(EARLIEST_EVENT_MS));
+        assert!(!is_sane_event_ms(EARLIEST_EVENT_MS - 1));
+        assert!(is_sane_event_ms(LATEST_EVENT_MS - 1));
+        assert!(!is_sane_event_ms(LATEST_EVENT_MS));
+        assert!(is_sane_event_ms(to_millis(1_700_000_000)));
+        assert!(!is_sane_event_ms(to_millis(300_000_000_000_000)));
+        assert!(!is_sane_event_ms(to_millis(-1)));
+    }
+
+    #[test]
+    fn excerpts_are_short() {
+        assert_eq!(excerpt("user_x"), "\"user_x\"");
+        assert!(excerpt(&"é".repeat(10_000)).chars().count() < 90);
     }
 }

@@ -15,10 +15,20 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// The longest `svix-id` accepted. Svix's ids are `msg_` and 27 characters; the id is the primary key of
+/// `clerk_sync_deliveries`, and PostgreSQL cannot index a key of several KiB.
+pub const MAX_SVIX_ID_LEN: usize = 255;
+
 /// Why a delivery was refused before anything was parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct VerifyError(#[from] WebhookError);
+pub enum VerifyError {
+    #[error("{0}")]
+    Signature(#[from] WebhookError),
+    /// Signed, but the id cannot be a Svix message id: empty (every such delivery would be a duplicate of the
+    /// first) or over [`MAX_SVIX_ID_LEN`] bytes.
+    #[error("the svix-id header is empty or longer than {MAX_SVIX_ID_LEN} bytes")]
+    BadId,
+}
 
 /// A body whose signature and timestamp verified. Its fields are private: this module is the only way in.
 #[derive(Debug)]
@@ -58,6 +68,9 @@ impl Verifier {
         // verify() has checked both headers exist and parse; read them the same way it does.
         let header = |a: &str, b: &str| headers.get(a).or_else(|| headers.get(b)).and_then(|v| v.to_str().ok());
         let svix_id = header("svix-id", "webhook-id").ok_or(WebhookError::MissingHeader("id"))?;
+        if svix_id.is_empty() || svix_id.len() > MAX_SVIX_ID_LEN {
+            return Err(VerifyError::BadId);
+        }
         let timestamp_secs = header("svix-timestamp", "webhook-timestamp")
             .and_then(|t| t.parse().ok())
             .ok_or(WebhookError::InvalidTimestamp)?;
@@ -135,5 +148,22 @@ mod tests {
         assert!(verifier
             .verify(&headers("msg_1", now - 301, &sig), Bytes::from_static(body))
             .is_err());
+    }
+
+    #[test]
+    fn signed_but_empty_or_huge_ids_are_refused() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let verifier = Verifier::new(secret).expect("secret");
+        let now = std::time::UNIX_EPOCH.elapsed().expect("clock").as_secs() as i64;
+        let body = br#"{"type":"user.created"}"#;
+        let longest = "m".repeat(MAX_SVIX_ID_LEN);
+        for (id, ok) in [("", false), (longest.as_str(), true), (&format!("{longest}m"), false)] {
+            let sig = Webhook::new(secret).expect("secret").sign(id, now, body).expect("sign");
+            let result = verifier.verify(&headers(id, now, &sig), Bytes::from_static(body));
+            assert_eq!(result.is_ok(), ok, "id of {} bytes: {result:?}", id.len());
+            if !ok {
+                assert!(matches!(result, Err(VerifyError::BadId)), "{result:?}");
+            }
+        }
     }
 }

@@ -18,6 +18,8 @@ mod deletes;
 mod fallback;
 mod fallback_concurrency;
 mod faults;
+mod hostile;
+mod properties;
 mod replicas;
 mod session;
 mod signatures;

@@ -14,3 +14,4 @@ mod ids;
 mod metrics_endpoint;
 mod otlp;
 mod prometheus;
+mod secrets;
