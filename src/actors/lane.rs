@@ -24,6 +24,8 @@ pub enum Job {
         event: Box<VerifiedEvent>,
         reply: RpcReplyPort<Result<Outcome, WriteError>>,
     },
+    /// Several webhooks of this user that queued up while its previous job ran: one commit for all, in order.
+    Webhooks(Vec<Webhook>),
     /// Apply a change fetched from Clerk, then read the row back (and cache it).
     Apply {
         change: Box<Change>,
@@ -38,24 +40,8 @@ pub enum Job {
 impl Job {
     pub(super) async fn run(self, ctx: &UserArgs, clerk_id: &str) {
         match self {
-            Job::Webhook { event, reply } => {
-                // The writer answers after commit; only then may the next job of this user start.
-                let outcome = ctx.writer.submit((*event).into_change(ctx.hard_delete)).await;
-                if matches!(
-                    outcome,
-                    Ok(Outcome::Created
-                        | Outcome::Updated
-                        | Outcome::Deleted
-                        | Outcome::Tombstoned
-                        | Outcome::Duplicate(_))
-                ) {
-                    // A duplicate may be the retry of a commit whose answer was lost before the cache was
-                    // cleared; the next read goes through this lane to the database either way.
-                    ctx.cache.invalidate(clerk_id).await;
-                }
-                // The caller may have gone away (client disconnect); the change is committed either way.
-                let _ = reply.send(outcome);
-            }
+            Job::Webhook { event, reply } => webhooks(ctx, clerk_id, vec![(event, reply)]).await,
+            Job::Webhooks(jobs) => webhooks(ctx, clerk_id, jobs).await,
             Job::Apply { change, reply } => {
                 let result = async {
                     let outcome = ctx.writer.submit(*change).await.map_err(FallbackError::Store)?;
@@ -69,6 +55,33 @@ impl Job {
                 let _ = reply.send(load(ctx, clerk_id).await);
             }
         }
+    }
+}
+
+type Webhook = (Box<VerifiedEvent>, RpcReplyPort<Result<Outcome, WriteError>>);
+
+/// One user's webhooks, committed together in order; each caller gets its own outcome.
+async fn webhooks(ctx: &UserArgs, clerk_id: &str, jobs: Vec<Webhook>) {
+    let (changes, replies): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .map(|(event, reply)| ((*event).into_change(ctx.hard_delete), reply))
+        .unzip();
+    // The writer answers after commit; only then may the next job of this user start.
+    let outcomes = ctx.writer.submit_group(changes).await;
+    let changed = outcomes.iter().any(|o| {
+        matches!(
+            o,
+            Ok(Outcome::Created | Outcome::Updated | Outcome::Deleted | Outcome::Tombstoned | Outcome::Duplicate(_))
+        )
+    });
+    if changed {
+        // A duplicate may be the retry of a commit whose answer was lost before the cache was
+        // cleared; the next read goes through this lane to the database either way.
+        ctx.cache.invalidate(clerk_id).await;
+    }
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // The caller may have gone away (client disconnect); the change is committed either way.
+        let _ = reply.send(outcome);
     }
 }
 

@@ -62,6 +62,31 @@ impl Shard {
     }
 }
 
+/// Most queued webhooks of one user handed to the writer together.
+const MAX_GROUP: usize = 64;
+
+/// The lane's next job; consecutive queued webhooks become one job, committed together in order.
+fn next_job(lane: &mut Lane) -> Option<(Job, tracing::Span)> {
+    let (first, span) = lane.pop_front()?;
+    let Job::Webhook { event, reply } = first else {
+        return Some((first, span));
+    };
+    let mut group = vec![(event, reply)];
+    while group.len() < MAX_GROUP && matches!(lane.front(), Some((Job::Webhook { .. }, _))) {
+        if let Some((Job::Webhook { event, reply }, _)) = lane.pop_front() {
+            group.push((event, reply));
+        }
+    }
+    let job = match group.len() {
+        1 => {
+            let (event, reply) = group.remove(0);
+            Job::Webhook { event, reply }
+        }
+        _ => Job::Webhooks(group),
+    };
+    Some((job, span))
+}
+
 impl Actor for Shard {
     type Msg = ShardMsg;
     type State = ShardState;
@@ -99,7 +124,7 @@ impl Actor for Shard {
                 }
             }
             ShardMsg::Done { clerk_id } => {
-                let next = state.lanes.get_mut(&clerk_id).and_then(VecDeque::pop_front);
+                let next = state.lanes.get_mut(&clerk_id).and_then(next_job);
                 match next {
                     Some((job, span)) => Self::start(&myself, &state.ctx, clerk_id, job, span),
                     None => {

@@ -41,9 +41,10 @@ impl From<&StoreError> for WriteError {
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
+/// One or more changes that must land in the same batch, in this order (one user's queued webhooks).
 struct Job {
-    change: Change,
-    reply: Reply,
+    changes: Vec<Change>,
+    replies: Vec<Reply>,
     /// The submitter's span: the batch's span links to it (one batch serves many requests).
     span: tracing::Span,
 }
@@ -91,13 +92,26 @@ impl Writer {
     }
 
     /// Queues a change and waits until it is committed (or failed).
-    pub async fn submit(&self, mut change: Change) -> Result<Outcome, WriteError> {
-        change.strip_nul();
-        let (reply, answer) = oneshot::channel();
+    pub async fn submit(&self, change: Change) -> Result<Outcome, WriteError> {
+        let mut outcomes = self.submit_group(vec![change]).await;
+        outcomes.pop().unwrap_or(Err(WriteError::Unavailable))
+    }
+
+    /// Queues changes that go into one batch, applied in this order, and waits for their outcomes. A user's lane
+    /// hands over its queued webhooks this way: one commit for all of them instead of one each.
+    pub async fn submit_group(&self, mut changes: Vec<Change>) -> Vec<Result<Outcome, WriteError>> {
+        changes.iter_mut().for_each(Change::strip_nul);
+        let (replies, answers): (Vec<Reply>, Vec<_>) = changes.iter().map(|_| oneshot::channel()).unzip();
         let span = tracing::Span::current();
-        let job = Job { change, reply, span };
-        self.jobs.send(job).await.map_err(|_| WriteError::Unavailable)?;
-        answer.await.unwrap_or(Err(WriteError::Unavailable))
+        let job = Job { changes, replies, span };
+        if self.jobs.send(job).await.is_err() {
+            return answers.iter().map(|_| Err(WriteError::Unavailable)).collect();
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(answer.await.unwrap_or(Err(WriteError::Unavailable)));
+        }
+        outcomes
     }
 
     /// Why writes are not going through right now, if they are not: the writer stopped, a batch has been in
@@ -164,8 +178,10 @@ async fn run<S: Store>(
             async move {
                 let started = epoch.elapsed().as_millis() as u64 + 1;
                 in_flight.start(&health, started);
-                let (changes, replies): (Vec<Change>, Vec<Reply>) =
-                    buffer.into_iter().map(|j| (j.change, j.reply)).unzip();
+                let (changes, replies): (Vec<Change>, Vec<Reply>) = buffer
+                    .into_iter()
+                    .flat_map(|j| j.changes.into_iter().zip(j.replies))
+                    .unzip();
                 // Only a commit that wrote users proves users can be written (a locked `users` table lets
                 // delivery-only batches through).
                 let touches_users = changes.iter().any(|c| c.clerk_id().is_some());
