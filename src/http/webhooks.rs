@@ -131,6 +131,6 @@ fn observe_lag(event_ms: i64) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
-    let lag = (now_ms - event_ms).max(0) as f64 / 1000.0;
+    let lag = now_ms.saturating_sub(event_ms).max(0) as f64 / 1000.0;
     ::metrics::histogram!(metrics::WEBHOOK_LAG).record(lag);
 }
