@@ -40,6 +40,19 @@ macro_rules! save_cursor {
     };
 }
 
+/// Records the ids of one page (a JSON array) as seen by a backfill: one statement per backend.
+const SEEN_POSTGRES: &str = "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
+     SELECT $1, value FROM json_array_elements_text($2::json) ON CONFLICT DO NOTHING";
+const SEEN_SQLITE: &str = "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
+     SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING";
+
+/// Runs `$sql` (one of the `SEEN_*` statements) inside the open transaction `$tx`.
+macro_rules! insert_seen {
+    ($tx:expr, $sql:expr, $name:expr, $ids:expr) => {
+        sqlx::query($sql).bind($name).bind($ids).execute(&mut *$tx).await?
+    };
+}
+
 macro_rules! on_pool {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
@@ -100,28 +113,14 @@ impl Db {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
                 let outcomes = super::PgStore::apply_in(&mut tx, batch).await?;
-                sqlx::query(
-                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
-                     SELECT $1, value FROM json_array_elements_text($2::json) ON CONFLICT DO NOTHING",
-                )
-                .bind(name)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+                insert_seen!(tx, SEEN_POSTGRES, name, &ids);
                 tx.commit().await?;
                 outcomes
             }
             Db::Sqlite(s) => {
                 let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
                 let outcomes = super::SqliteStore::apply_in(&mut tx, batch).await?;
-                sqlx::query(
-                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
-                     SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING",
-                )
-                .bind(name)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+                insert_seen!(tx, SEEN_SQLITE, name, &ids);
                 tx.commit().await?;
                 outcomes
             }
@@ -151,14 +150,7 @@ impl Db {
         match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
-                sqlx::query(
-                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
-                     SELECT $1, value FROM json_array_elements_text($2::json) ON CONFLICT DO NOTHING",
-                )
-                .bind(name)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+                insert_seen!(tx, SEEN_POSTGRES, name, &ids);
                 if let Some(c) = checkpoint {
                     save_cursor!(tx, name, c.cursor.as_deref(), c.scanned);
                 }
@@ -166,14 +158,7 @@ impl Db {
             }
             Db::Sqlite(s) => {
                 let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
-                sqlx::query(
-                    "INSERT INTO clerk_sync_backfill_seen (name, clerk_id) \
-                     SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING",
-                )
-                .bind(name)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+                insert_seen!(tx, SEEN_SQLITE, name, &ids);
                 if let Some(c) = checkpoint {
                     save_cursor!(tx, name, c.cursor.as_deref(), c.scanned);
                 }
