@@ -36,6 +36,7 @@ pub(super) struct NewDelivery<'a> {
 }
 
 /// A user row to write: the user (NUL-free) and the path writing it.
+#[derive(Clone, Copy)]
 pub(super) struct NewUser<'a> {
     pub user: &'a UserData,
     pub via: Source,
@@ -167,13 +168,7 @@ async fn apply_round<T: BatchTx>(
         .collect();
     upserts.sort_unstable_by(|a, b| a.1.user.clerk_id.cmp(&b.1.user.clerk_id));
     if !upserts.is_empty() {
-        let rows: Vec<NewUser> = upserts
-            .iter()
-            .map(|(_, u)| NewUser {
-                user: u.user,
-                via: u.via,
-            })
-            .collect();
+        let rows: Vec<NewUser> = upserts.iter().map(|(_, u)| *u).collect();
         let written = tx.upsert_users(&rows).await?;
         let refused: Vec<&str> = rows
             .iter()

@@ -102,6 +102,12 @@ impl Respond for ArcList {
     }
 }
 
+const PRUNE: Options = Options {
+    prune: true,
+    dry_run: false,
+    restart: false,
+};
+
 fn users(n: usize) -> Vec<ClerkUser> {
     let t = now_ms() - 3_600_000;
     (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
@@ -168,28 +174,16 @@ both_backends!(a_failing_clerk_stops_the_run_and_it_resumes, |backend| async mov
     let env = [("CLERK_SYNC_CLERK__RETRY_BUDGET_MS", "500")];
     let app = spawn_app_with_clerk(backend, &env).await;
     let all = users(1200);
-    // The second page fails on every retry (requests 1..=40), so the run fails after one page.
+    // Every list request after the first fails until healed, so the run fails after one page.
     let list = mount(&app, &all, (1..=1000).collect(), 500).await;
-    let failed = app
-        .backfill(Options {
-            prune: true,
-            ..Options::default()
-        })
-        .await;
+    let failed = app.backfill(PRUNE).await;
     assert!(failed.is_err(), "a run that cannot read the list fails: {failed:?}");
     assert_eq!(app.db.count_all_users().await, 500, "the first page was committed");
     list.heal();
 
     // Resumed: it continues after the first page (not from the start) and prunes nothing it did not see.
     let served_before = list.served.load(Ordering::SeqCst);
-    let summary = run(
-        &app,
-        Options {
-            prune: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let summary = run(&app, PRUNE).await;
     assert!(summary.resumed, "{summary:?}");
     assert_eq!(summary.created, 700, "only the rest is written: {summary:?}");
     assert_eq!(summary.scanned, 1200, "{summary:?}");
@@ -219,12 +213,7 @@ both_backends!(prune_tombstones_only_after_a_whole_read, |backend| async move {
 
     // A partial read never prunes.
     let list = mount(&app, &all, (1..=1000).collect(), 500).await;
-    let partial = app
-        .backfill(Options {
-            prune: true,
-            ..Options::default()
-        })
-        .await;
+    let partial = app.backfill(PRUNE).await;
     assert!(partial.is_err());
     assert!(
         app.db.user(&gone.id).await.expect("row").deleted_at.is_none(),
@@ -232,14 +221,7 @@ both_backends!(prune_tombstones_only_after_a_whole_read, |backend| async move {
     );
 
     list.heal();
-    let summary = run(
-        &app,
-        Options {
-            prune: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let summary = run(&app, PRUNE).await;
     assert_eq!(summary.pruned, 1, "{summary:?}");
     let row = app.db.user(&gone.id).await.expect("row");
     assert!(row.deleted_at.is_some(), "absent from Clerk: tombstoned {row:?}");
