@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Db, StoreError};
+use super::{Db, Kind, StoreError};
 
 /// `clerk_id`, `clerk_updated_at`, deleted.
 type KnownRow = (String, Option<i64>, bool);
@@ -13,7 +13,7 @@ type KnownRow = (String, Option<i64>, bool);
 pub struct Checkpoint {
     /// The last Clerk id written; `None` before the first page.
     pub cursor: Option<String>,
-    /// Users read from Clerk so far.
+    /// Records read from Clerk so far (for an offset walk, also where it continues).
     pub scanned: i64,
 }
 
@@ -112,14 +112,14 @@ impl Db {
         let outcomes = match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
-                let outcomes = super::PgStore::apply_in(&mut tx, batch).await?;
+                let outcomes = s.apply_in(&mut tx, batch).await?;
                 insert_seen!(tx, SEEN_POSTGRES, name, &ids);
                 tx.commit().await?;
                 outcomes
             }
             Db::Sqlite(s) => {
                 let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
-                let outcomes = super::SqliteStore::apply_in(&mut tx, batch).await?;
+                let outcomes = s.apply_in(&mut tx, batch).await?;
                 insert_seen!(tx, SEEN_SQLITE, name, &ids);
                 tx.commit().await?;
                 outcomes
@@ -168,18 +168,69 @@ impl Db {
         Ok(())
     }
 
-    /// Live users that backfill `name` has not seen, after `after` in id order, at most `limit`.
-    pub async fn backfill_unseen(&self, name: &str, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+    /// Live records of `kind` that backfill `name` has not seen, after `after` in id order, at most `limit`; each
+    /// with its organization's id when `kind` is [`Kind::Membership`] (so `--prune` can ask Clerk about it).
+    pub async fn backfill_unseen(
+        &self,
+        kind: Kind,
+        name: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let parent = match kind {
+            Kind::Membership => "r.organization_clerk_id",
+            Kind::User | Kind::Organization => "CAST(NULL AS TEXT)",
+        };
+        // The table name comes from `Kind`, never from input.
+        let sql = format!(
+            "SELECT r.clerk_id, {parent} FROM {table} r WHERE r.deleted_at IS NULL AND r.clerk_id > $2 \
+             AND NOT EXISTS (SELECT 1 FROM clerk_sync_backfill_seen s WHERE s.name = $1 AND s.clerk_id = r.clerk_id) \
+             ORDER BY r.clerk_id LIMIT $3",
+            table = kind.table()
+        );
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(name)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// The organizations whose memberships a backfill walks, after `after` in id order, at most `limit`: those
+    /// the database holds live, and those backfill `also_seen_by` has seen (a dry run writes no organization, yet
+    /// must walk the memberships of the ones it would create). Tombstoned ones never: Clerk deleted their
+    /// memberships with them.
+    pub async fn backfill_organizations(
+        &self,
+        after: &str,
+        also_seen_by: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
         Ok(on_pool!(self, |pool| {
             sqlx::query_scalar(
-                "SELECT u.clerk_id FROM users u WHERE u.deleted_at IS NULL AND u.clerk_id > $2 \
-                 AND NOT EXISTS (SELECT 1 FROM clerk_sync_backfill_seen s WHERE s.name = $1 AND s.clerk_id = u.clerk_id) \
-                 ORDER BY u.clerk_id LIMIT $3",
+                "SELECT clerk_id FROM (\
+                     SELECT clerk_id FROM organizations WHERE deleted_at IS NULL AND clerk_id > $1 \
+                     UNION SELECT clerk_id FROM clerk_sync_backfill_seen WHERE name = $2 AND clerk_id > $1\
+                 ) o WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = o.clerk_id) \
+                 ORDER BY clerk_id LIMIT $3",
             )
-            .bind(name)
             .bind(after)
+            .bind(also_seen_by)
             .bind(limit)
             .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The members the live organizations hold by their stored `members_count`: a memberships walk's estimate.
+    pub async fn backfill_members_estimate(&self) -> Result<i64, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(members_count), 0) AS BIGINT) FROM organizations WHERE deleted_at IS NULL",
+            )
+            .fetch_one(pool)
             .await?
         }))
     }
@@ -199,18 +250,20 @@ impl Db {
         Ok(())
     }
 
-    /// What the database holds for each of `ids` (absent: neither a row nor a tombstone).
-    pub async fn known(&self, ids: &[&str]) -> Result<HashMap<String, Known>, StoreError> {
+    /// What the database holds for each of `ids`, records of `kind` (absent: neither a row nor a tombstone).
+    pub async fn known(&self, kind: Kind, ids: &[&str]) -> Result<HashMap<String, Known>, StoreError> {
         let json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
         let input = match self {
             Db::Postgres(_) => "SELECT value FROM json_array_elements_text($1::json)",
             Db::Sqlite(_) => "SELECT value FROM json_each($1)",
         };
-        let users =
-            format!("SELECT clerk_id, clerk_updated_at, deleted_at IS NOT NULL FROM users WHERE clerk_id IN ({input})");
+        let rows = format!(
+            "SELECT clerk_id, clerk_updated_at, deleted_at IS NOT NULL FROM {} WHERE clerk_id IN ({input})",
+            kind.table()
+        );
         let tombstones = format!("SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id IN ({input})");
         let (rows, dead): (Vec<KnownRow>, Vec<String>) = on_pool!(self, |pool| {
-            let rows = sqlx::query_as(&users).bind(&json).fetch_all(pool).await?;
+            let rows = sqlx::query_as(&rows).bind(&json).fetch_all(pool).await?;
             let dead = sqlx::query_scalar(&tombstones).bind(&json).fetch_all(pool).await?;
             (rows, dead)
         });
@@ -255,6 +308,15 @@ impl Db {
 }
 
 impl Exclusive {
+    /// Whether the lock is still held: a session lock lives as long as its connection, which a database
+    /// restart or a network failure ends without telling anyone.
+    pub async fn is_held(&mut self) -> bool {
+        match self.conn.as_mut() {
+            Some(conn) => sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok(),
+            None => true,
+        }
+    }
+
     pub async fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
             let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 1))")

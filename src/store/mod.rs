@@ -6,8 +6,10 @@
 //! each backend implements with its own SQL.
 
 pub mod backfill;
+pub mod changes;
 mod error;
 mod postgres;
+mod rows;
 mod sql;
 mod sqlite;
 mod types;
@@ -18,8 +20,11 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use postgres::PgStore;
+pub use rows::{JsonText, Lookup, MembersOf, MembershipCursor, MembershipRow, OrganizationRow, Row, UserRow};
 pub use sqlite::SqliteStore;
-pub use types::{Change, Delivery, Lookup, Outcome, RecordOnly, Source, UserData, UserRow};
+pub use types::{
+    Change, Delivery, Entity, Kind, MembershipData, OrganizationData, Outcome, RecordOnly, Source, UserData,
+};
 
 use sql::{apply_all, lookup_result, readiness};
 
@@ -30,8 +35,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the whole batch in one transaction and returns one outcome per change, in order.
     /// On error nothing of the batch is committed.
     fn apply(&self, batch: &[Change]) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
-    /// Reads one user (a soft-deleted row counts as tombstoned).
+    /// Reads one record of the kind its id names (a soft-deleted row counts as tombstoned).
     fn lookup(&self, clerk_id: &str) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+    /// A page of live memberships, newest first, after `after`.
+    fn memberships(
+        &self,
+        of: MembersOf<'_>,
+        after: Option<&MembershipCursor>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<MembershipRow>, StoreError>> + Send;
     /// Database reachable and every migration applied.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Deletes delivery records older than `age`; returns how many.
@@ -55,11 +67,30 @@ impl Db {
         }
     }
 
-    /// Applies pending migrations (adopting an application-made `users` table first).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies pending migrations (adopting the application's own tables first); with `rls` (Postgres only,
+    /// `supabase.rls`) then enables row-level security on the synced tables.
+    pub async fn migrate(&self, rls: bool) -> Result<(), StoreError> {
         match self {
-            Db::Postgres(s) => s.migrate().await,
+            Db::Postgres(s) => {
+                s.migrate().await?;
+                if rls {
+                    postgres::rls::enable(s.pool()).await?;
+                }
+                Ok(())
+            }
+            Db::Sqlite(_) if rls => Err(StoreError::Adopt(
+                "supabase.rls is set, but row-level security exists only on Postgres (Supabase); unset it for SQLite"
+                    .into(),
+            )),
             Db::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// Turns the change feed on or off (on by default): `changes.enabled`.
+    pub fn set_feed(&mut self, on: bool) {
+        match self {
+            Db::Postgres(s) => s.set_feed(on),
+            Db::Sqlite(s) => s.set_feed(on),
         }
     }
 
@@ -97,6 +128,21 @@ impl Store for Db {
             match self {
                 Db::Postgres(s) => s.lookup(clerk_id).await,
                 Db::Sqlite(s) => s.lookup(clerk_id).await,
+            }
+        })
+        .await
+    }
+
+    async fn memberships(
+        &self,
+        of: MembersOf<'_>,
+        after: Option<&MembershipCursor>,
+        limit: i64,
+    ) -> Result<Vec<MembershipRow>, StoreError> {
+        timed("memberships", async {
+            match self {
+                Db::Postgres(s) => s.memberships(of, after, limit).await,
+                Db::Sqlite(s) => s.memberships(of, after, limit).await,
             }
         })
         .await

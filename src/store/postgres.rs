@@ -7,17 +7,22 @@ use std::time::Duration;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::sql::{BatchTx, NewDelivery, NewUser, Removal};
-use super::{apply_all, Change, Lookup, Outcome, Store, StoreError, UserData, UserRow};
+use super::sql::{BatchTx, FeedRow, NewDelivery, NewMembership, NewOrganization, NewUser, Removal};
+use super::{apply_all, Change, Kind, Lookup, MembersOf, MembershipCursor, MembershipRow, Outcome, Store, StoreError};
 use crate::config::DatabaseSettings;
 
 mod adopt_check;
+mod read;
+pub(super) mod rls;
+mod write;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Whether committed changes go to the change feed (`changes.enabled`).
+    feed: bool,
 }
 
 impl PgStore {
@@ -36,7 +41,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, feed: true })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -62,11 +67,16 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Turns the change feed on or off (on by default).
+    pub fn set_feed(&mut self, on: bool) {
+        self.feed = on;
+    }
 }
 
 impl PgStore {
     /// Applies `batch` inside the open transaction `tx` (taking the per-user advisory locks first).
-    pub(super) async fn apply_in(tx: &mut PgConnection, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
+    pub(super) async fn apply_in(&self, tx: &mut PgConnection, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
         // Replicas sharing this database serialize per user too: without the lock a create on one replica and
         // a delete on another could each miss the other's uncommitted row (READ COMMITTED) and leave a live row
         // beside a tombstone. Locks are taken in sorted order, so two batches never deadlock on each other.
@@ -79,29 +89,39 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        apply_all(&mut PgTx(tx), batch).await
+        apply_all(&mut PgTx(tx), batch, self.feed).await
     }
 }
 
 impl Store for PgStore {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let outcomes = PgStore::apply_in(&mut tx, batch).await?;
+        let outcomes = self.apply_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 
     async fn lookup(&self, clerk_id: &str) -> Result<Lookup, StoreError> {
+        let Some(kind) = Kind::of(clerk_id) else {
+            return Ok(Lookup::Missing);
+        };
         let mut conn = self.pool.acquire().await?;
-        let row: Option<UserRow> = sqlx::query_as(SELECT_USER)
-            .bind(clerk_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row = read::row(&mut conn, kind, clerk_id).await?;
         let tombstoned = match row {
             None => !PgTx(&mut conn).tombstoned(&[clerk_id]).await?.is_empty(),
             Some(_) => false,
         };
         Ok(super::lookup_result(row, || tombstoned))
+    }
+
+    async fn memberships(
+        &self,
+        of: MembersOf<'_>,
+        after: Option<&MembershipCursor>,
+        limit: i64,
+    ) -> Result<Vec<MembershipRow>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(read::memberships(&mut conn, of, after, limit).await?)
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -121,34 +141,7 @@ impl Store for PgStore {
     }
 }
 
-/// Timestamps as RFC 3339 UTC text, so both backends return the same shape.
-const SELECT_USER: &str = "\
-SELECT id::text AS id, clerk_id, email, first_name, last_name, name, username, image_url, created_via, updated_via,
-       clerk_updated_at,
-       to_char(deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS deleted_at,
-       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
-       to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS updated_at
-FROM users WHERE clerk_id = $1";
-
 struct PgTx<'a>(&'a mut PgConnection);
-
-/// One statement for every user of a batch. `ORDER BY` makes concurrent batches take row locks in one order.
-const UPSERT: &str = "\
-INSERT INTO users AS u (clerk_id, email, first_name, last_name, name, username, image_url,
-                        created_via, updated_via, clerk_updated_at, created_at, updated_at)
-SELECT i.clerk_id, i.email, i.first_name, i.last_name, i.name, i.username, i.image_url, i.via, i.via,
-       i.clerk_updated_at, now(), now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::int8[])
-     AS i(clerk_id, email, first_name, last_name, name, username, image_url, via, clerk_updated_at)
-WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
-ORDER BY i.clerk_id
-ON CONFLICT (clerk_id) DO UPDATE SET
-    email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
-    name = EXCLUDED.name, username = EXCLUDED.username, image_url = EXCLUDED.image_url,
-    updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
-WHERE u.deleted_at IS NULL AND (u.clerk_updated_at IS NULL OR u.clerk_updated_at < EXCLUDED.clerk_updated_at)
-RETURNING u.clerk_id, (u.xmax = 0)";
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome)
@@ -195,24 +188,18 @@ impl BatchTx for PgTx<'_> {
     }
 
     async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
-        let text = |f: fn(&UserData) -> Option<&str>| -> Vec<Option<&str>> { rows.iter().map(|r| f(r.user)).collect() };
-        let ids: Vec<&str> = rows.iter().map(|r| r.user.clerk_id.as_str()).collect();
-        let names: Vec<Option<String>> = rows.iter().map(|r| r.user.name()).collect();
-        let via: Vec<&str> = rows.iter().map(|r| r.via.as_str()).collect();
-        let updated: Vec<i64> = rows.iter().map(|r| r.user.clerk_updated_at).collect();
-        let written: Vec<(String, bool)> = sqlx::query_as(UPSERT)
-            .bind(ids)
-            .bind(text(|u| u.email.as_deref()))
-            .bind(text(|u| u.first_name.as_deref()))
-            .bind(text(|u| u.last_name.as_deref()))
-            .bind(names)
-            .bind(text(|u| u.username.as_deref()))
-            .bind(text(|u| u.image_url.as_deref()))
-            .bind(via)
-            .bind(updated)
-            .fetch_all(&mut *self.0)
-            .await?;
-        Ok(written.into_iter().collect())
+        write::users(self.0, rows).await
+    }
+
+    async fn upsert_organizations(
+        &mut self,
+        rows: &[NewOrganization<'_>],
+    ) -> Result<HashMap<String, bool>, sqlx::Error> {
+        write::organizations(self.0, rows).await
+    }
+
+    async fn upsert_memberships(&mut self, rows: &[NewMembership<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
+        write::memberships(self.0, rows).await
     }
 
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
@@ -239,15 +226,17 @@ impl BatchTx for PgTx<'_> {
         Ok(inserted.into_iter().collect())
     }
 
-    async fn soft_delete(&mut self, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
+    async fn soft_delete(&mut self, kind: Kind, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
         let ids: Vec<&str> = rows.iter().map(|r| r.clerk_id).collect();
         let at: Vec<i64> = rows.iter().map(|r| r.deleted_at_ms).collect();
         let via: Vec<&str> = rows.iter().map(|r| r.via.as_str()).collect();
-        sqlx::query(
-            "UPDATE users u SET deleted_at = to_timestamp(i.at::double precision / 1000), updated_via = i.via, \
+        // The table name comes from `Kind`, never from input.
+        sqlx::query(&format!(
+            "UPDATE {} r SET deleted_at = to_timestamp(i.at::double precision / 1000), updated_via = i.via, \
              updated_at = now() FROM unnest($1::text[], $2::int8[], $3::text[]) AS i(clerk_id, at, via) \
-             WHERE u.clerk_id = i.clerk_id AND u.deleted_at IS NULL",
-        )
+             WHERE r.clerk_id = i.clerk_id AND r.deleted_at IS NULL",
+            kind.table()
+        ))
         .bind(ids)
         .bind(at)
         .bind(via)
@@ -256,8 +245,8 @@ impl BatchTx for PgTx<'_> {
         Ok(())
     }
 
-    async fn hard_delete(&mut self, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM users WHERE clerk_id = ANY($1)")
+    async fn hard_delete(&mut self, kind: Kind, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("DELETE FROM {} WHERE clerk_id = ANY($1)", kind.table()))
             .bind(clerk_ids)
             .execute(&mut *self.0)
             .await?;
@@ -268,4 +257,34 @@ impl BatchTx for PgTx<'_> {
         sqlx::query(sql).execute(&mut *self.0).await?;
         Ok(())
     }
+
+    async fn record_changes(&mut self, rows: &[FeedRow<'_>]) -> Result<(), sqlx::Error> {
+        // seq comes from a sequence, whose values are handed out at insert time, not at commit: two batches
+        // could commit in the other order and a follower that already read past the higher seq would miss the
+        // lower one. Held to commit, this lock makes feed inserts (and so seq) follow commit order. It is taken
+        // last, after every row lock, so it cannot take part in a deadlock.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(FEED_LOCK.0)
+            .bind(FEED_LOCK.1)
+            .execute(&mut *self.0)
+            .await?;
+        sqlx::query(
+            "WITH ins AS (INSERT INTO clerk_sync_changes (kind, clerk_id, op, via) \
+                          SELECT i.kind, i.clerk_id, i.op, i.via \
+                          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY \
+                               AS i(kind, clerk_id, op, via, n) ORDER BY i.n RETURNING seq) \
+             SELECT pg_notify('clerk_sync_changes', (SELECT max(seq) FROM ins)::text)",
+        )
+        .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.clerk_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.op).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.via).collect::<Vec<_>>())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
 }
+
+/// The advisory lock (two-key form: a lock space apart from the per-record `bigint` keys) that orders feed
+/// inserts by commit.
+const FEED_LOCK: (i32, i32) = (0x636c_6b73, 1);

@@ -7,12 +7,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Change, Delivery, Lookup, Outcome, RecordOnly, Source, StoreError, UserData, UserRow};
+use super::{
+    Change, Delivery, Entity, Kind, Lookup, MembershipData, OrganizationData, Outcome, RecordOnly, Row, Source,
+    StoreError, UserData,
+};
 
 /// Turns the row (if any) and the tombstone flag into a [`Lookup`].
-pub(super) fn lookup_result(row: Option<UserRow>, tombstoned: impl FnOnce() -> bool) -> Lookup {
+pub(super) fn lookup_result(row: Option<Row>, tombstoned: impl FnOnce() -> bool) -> Lookup {
     match row {
-        Some(row) if row.deleted_at.is_none() => Lookup::Found(std::sync::Arc::new(row)),
+        Some(row) if row.deleted_at().is_none() => Lookup::Found(std::sync::Arc::new(row)),
         Some(_) => Lookup::Tombstoned,
         None if tombstoned() => Lookup::Tombstoned,
         None => Lookup::Missing,
@@ -35,14 +38,26 @@ pub(super) struct NewDelivery<'a> {
     pub outcome: &'a str,
 }
 
-/// A user row to write: the user (NUL-free) and the path writing it.
-#[derive(Clone, Copy)]
-pub(super) struct NewUser<'a> {
-    pub user: &'a UserData,
+/// A row to write: the record (NUL-free) and the path writing it.
+pub(super) struct New<'a, T> {
+    pub row: &'a T,
     pub via: Source,
 }
 
-/// A user to delete.
+// Not derived: that would ask `T: Clone`.
+impl<T> Clone for New<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for New<'_, T> {}
+
+pub(super) type NewUser<'a> = New<'a, UserData>;
+pub(super) type NewOrganization<'a> = New<'a, OrganizationData>;
+pub(super) type NewMembership<'a> = New<'a, MembershipData>;
+
+/// A record to delete.
 #[derive(Clone)]
 pub(super) struct Removal<'a> {
     pub clerk_id: &'a str,
@@ -61,16 +76,65 @@ pub(super) trait BatchTx {
     /// Creates or updates each user unless the row is as new or newer, or the user is tombstoned. Returns the
     /// clerk ids written, each with `true` when the row was created.
     async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error>;
+    /// The same for organizations.
+    async fn upsert_organizations(
+        &mut self,
+        rows: &[NewOrganization<'_>],
+    ) -> Result<HashMap<String, bool>, sqlx::Error>;
+    /// The same for memberships.
+    async fn upsert_memberships(&mut self, rows: &[NewMembership<'_>]) -> Result<HashMap<String, bool>, sqlx::Error>;
     /// Which of these clerk ids are tombstoned.
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error>;
     /// Inserts the tombstones that do not exist yet; returns the clerk ids it inserted.
     async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error>;
-    /// Sets `deleted_at` on the live rows of these users.
-    async fn soft_delete(&mut self, rows: &[Removal<'_>]) -> Result<(), sqlx::Error>;
-    /// Removes the rows of these users.
-    async fn hard_delete(&mut self, clerk_ids: &[&str]) -> Result<(), sqlx::Error>;
+    /// Sets `deleted_at` on the live rows of these records, all of one kind.
+    async fn soft_delete(&mut self, kind: Kind, rows: &[Removal<'_>]) -> Result<(), sqlx::Error>;
+    /// Removes the rows of these records, all of one kind.
+    async fn hard_delete(&mut self, kind: Kind, clerk_ids: &[&str]) -> Result<(), sqlx::Error>;
     /// Runs `sql` (a savepoint command) as it is.
     async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error>;
+    /// Appends these changes to the feed, in this order, after every change committed before this transaction;
+    /// on Postgres also tells followers (NOTIFY, delivered at commit).
+    async fn record_changes(&mut self, rows: &[FeedRow<'_>]) -> Result<(), sqlx::Error>;
+}
+
+/// One committed change, as the feed (`clerk_sync_changes`) records it.
+pub(super) struct FeedRow<'a> {
+    pub kind: &'static str,
+    pub clerk_id: &'a str,
+    /// `created`, `updated` or `deleted`.
+    pub op: &'static str,
+    pub via: &'static str,
+}
+
+/// The feed's rows for a batch's outcomes: every change that created, updated or deleted a row, in batch order.
+/// Stale, duplicate, tombstoned and ignored deliveries changed nothing, so they write nothing.
+fn feed_rows<'a>(batch: &'a [Change], outcomes: &[Outcome]) -> Vec<FeedRow<'a>> {
+    batch
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(change, outcome)| {
+            let op = match outcome {
+                Outcome::Created => "created",
+                Outcome::Updated => "updated",
+                Outcome::Deleted => "deleted",
+                _ => return None,
+            };
+            let (kind, clerk_id, via) = match change {
+                Change::Upsert { entity, via, .. } => (entity.kind(), entity.clerk_id(), *via),
+                Change::Delete {
+                    kind, clerk_id, via, ..
+                } => (*kind, clerk_id.as_str(), *via),
+                Change::Record { .. } => return None,
+            };
+            Some(FeedRow {
+                kind: kind.as_str(),
+                clerk_id,
+                op,
+                via: via.as_str(),
+            })
+        })
+        .collect()
 }
 
 /// Applies a batch through `tx`; the caller owns begin / commit. One outcome per change, in order.
@@ -78,12 +142,26 @@ pub(super) trait BatchTx {
 /// Changes are split into rounds so that no round names a user or a svix id twice (a multi-row upsert may not
 /// touch one row twice); the writer's callers almost never put one user in a batch twice, so there is usually
 /// one round.
-pub(super) async fn apply_all<T: BatchTx>(tx: &mut T, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
+///
+/// With `feed`, every change that created, updated or deleted a row is also appended to the change feed, in the
+/// same transaction: the feed never shows an uncommitted change and never misses a committed one.
+pub(super) async fn apply_all<T: BatchTx>(
+    tx: &mut T,
+    batch: &[Change],
+    feed: bool,
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
     for round in rounds(batch) {
         apply_round(tx, batch, &round, &mut outcomes).await?;
     }
-    Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Stale)).collect())
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Stale)).collect();
+    if feed {
+        let rows = feed_rows(batch, &outcomes);
+        if !rows.is_empty() {
+            tx.record_changes(&rows).await?;
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Indexes of the changes grouped into rounds, in order; within a round every user and svix id is distinct, and
@@ -158,21 +236,48 @@ async fn apply_round<T: BatchTx>(
         })
         .collect();
 
-    // 2. Upserts, one statement for all.
-    let mut upserts: Vec<(usize, NewUser)> = live
+    // 2. Upserts, one statement per kind.
+    let mut upserts: Vec<(usize, &Entity, Source)> = live
         .iter()
         .filter_map(|&i| match &batch[i] {
-            Change::Upsert { user, via, .. } => Some((i, NewUser { user, via: *via })),
+            Change::Upsert { entity, via, .. } => Some((i, entity, *via)),
             _ => None,
         })
         .collect();
-    upserts.sort_unstable_by(|a, b| a.1.user.clerk_id.cmp(&b.1.user.clerk_id));
+    upserts.sort_unstable_by(|a, b| a.1.clerk_id().cmp(b.1.clerk_id()));
     if !upserts.is_empty() {
-        let rows: Vec<NewUser> = upserts.iter().map(|(_, u)| *u).collect();
-        let written = tx.upsert_users(&rows).await?;
-        let refused: Vec<&str> = rows
+        let mut written = HashMap::new();
+        let of = |kind: Kind| upserts.iter().filter(move |(_, e, _)| e.kind() == kind);
+        let users: Vec<NewUser> = of(Kind::User)
+            .filter_map(|(_, e, via)| match e {
+                Entity::User(row) => Some(New { row, via: *via }),
+                _ => None,
+            })
+            .collect();
+        if !users.is_empty() {
+            written.extend(tx.upsert_users(&users).await?);
+        }
+        let organizations: Vec<NewOrganization> = of(Kind::Organization)
+            .filter_map(|(_, e, via)| match e {
+                Entity::Organization(row) => Some(New { row, via: *via }),
+                _ => None,
+            })
+            .collect();
+        if !organizations.is_empty() {
+            written.extend(tx.upsert_organizations(&organizations).await?);
+        }
+        let memberships: Vec<NewMembership> = of(Kind::Membership)
+            .filter_map(|(_, e, via)| match e {
+                Entity::Membership(row) => Some(New { row, via: *via }),
+                _ => None,
+            })
+            .collect();
+        if !memberships.is_empty() {
+            written.extend(tx.upsert_memberships(&memberships).await?);
+        }
+        let refused: Vec<&str> = upserts
             .iter()
-            .map(|u| u.user.clerk_id.as_str())
+            .map(|(_, e, _)| e.clerk_id())
             .filter(|id| !written.contains_key(*id))
             .collect();
         let tombstoned = if refused.is_empty() {
@@ -180,8 +285,8 @@ async fn apply_round<T: BatchTx>(
         } else {
             tx.tombstoned(&refused).await?
         };
-        for (i, u) in &upserts {
-            let id = u.user.clerk_id.as_str();
+        for (i, e, _) in &upserts {
+            let id = e.clerk_id();
             outcomes[*i] = Some(match written.get(id) {
                 Some(true) => Outcome::Created,
                 Some(false) => Outcome::Updated,
@@ -192,10 +297,11 @@ async fn apply_round<T: BatchTx>(
     }
 
     // 3. Deletes: the tombstone decides; only a new tombstone deletes the row.
-    let mut removals: Vec<(usize, Removal, bool)> = live
+    let mut removals: Vec<(usize, Removal, Kind, bool)> = live
         .iter()
         .filter_map(|&i| match &batch[i] {
             Change::Delete {
+                kind,
                 clerk_id,
                 deleted_at_ms,
                 via,
@@ -208,6 +314,7 @@ async fn apply_round<T: BatchTx>(
                     deleted_at_ms: *deleted_at_ms,
                     via: *via,
                 },
+                *kind,
                 *hard,
             )),
             _ => None,
@@ -215,20 +322,22 @@ async fn apply_round<T: BatchTx>(
         .collect();
     removals.sort_unstable_by(|a, b| a.1.clerk_id.cmp(b.1.clerk_id));
     if !removals.is_empty() {
-        let rows: Vec<Removal> = removals.iter().map(|(_, r, _)| r.clone()).collect();
+        let rows: Vec<Removal> = removals.iter().map(|(_, r, _, _)| r.clone()).collect();
         let new = tx.insert_tombstones(&rows).await?;
-        let (soft, hard): (Vec<&(usize, Removal, bool)>, Vec<_>) = removals
-            .iter()
-            .filter(|(_, r, _)| new.contains(r.clerk_id))
-            .partition(|(_, _, hard)| !*hard);
-        let mut soft: Vec<Removal> = soft.into_iter().map(|(_, r, _)| r.clone()).collect();
-        let hard: Vec<&Removal> = hard.into_iter().map(|(_, r, _)| r).collect();
-        soft.extend(hard_delete(tx, &hard).await?);
-        soft.sort_unstable_by(|a, b| a.clerk_id.cmp(b.clerk_id));
-        if !soft.is_empty() {
-            tx.soft_delete(&soft).await?;
+        for kind in [Kind::User, Kind::Organization, Kind::Membership] {
+            let (soft, hard): (Vec<&(usize, Removal, Kind, bool)>, Vec<_>) = removals
+                .iter()
+                .filter(|(_, r, k, _)| *k == kind && new.contains(r.clerk_id))
+                .partition(|(_, _, _, hard)| !*hard);
+            let mut soft: Vec<Removal> = soft.into_iter().map(|(_, r, _, _)| r.clone()).collect();
+            let hard: Vec<&Removal> = hard.into_iter().map(|(_, r, _, _)| r).collect();
+            soft.extend(hard_delete(tx, kind, &hard).await?);
+            soft.sort_unstable_by(|a, b| a.clerk_id.cmp(b.clerk_id));
+            if !soft.is_empty() {
+                tx.soft_delete(kind, &soft).await?;
+            }
         }
-        for (i, r, _) in &removals {
+        for (i, r, _, _) in &removals {
             outcomes[*i] = Some(if new.contains(r.clerk_id) {
                 Outcome::Deleted
             } else {
@@ -262,13 +371,17 @@ async fn apply_round<T: BatchTx>(
 /// Removes the rows of `rows`; returns the users whose row could not be removed because the application's own
 /// foreign keys still reference it. Those are soft-deleted instead: the delete is acknowledged and the tombstone
 /// kept, rather than failing the delivery on every retry.
-async fn hard_delete<'a, T: BatchTx>(tx: &mut T, rows: &[&Removal<'a>]) -> Result<Vec<Removal<'a>>, sqlx::Error> {
+async fn hard_delete<'a, T: BatchTx>(
+    tx: &mut T,
+    kind: Kind,
+    rows: &[&Removal<'a>],
+) -> Result<Vec<Removal<'a>>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = rows.iter().map(|r| r.clerk_id).collect();
     tx.exec("SAVEPOINT clerk_sync_hard_delete").await?;
-    match tx.hard_delete(&ids).await {
+    match tx.hard_delete(kind, &ids).await {
         Ok(()) => {
             tx.exec("RELEASE SAVEPOINT clerk_sync_hard_delete").await?;
             return Ok(Vec::new());
@@ -279,7 +392,7 @@ async fn hard_delete<'a, T: BatchTx>(tx: &mut T, rows: &[&Removal<'a>]) -> Resul
     // Some row is referenced: remove the others one by one, keep the referenced ones (soft delete).
     let mut kept = Vec::new();
     for r in rows {
-        match tx.hard_delete(&[r.clerk_id]).await {
+        match tx.hard_delete(kind, &[r.clerk_id]).await {
             Ok(()) => tx.exec("RELEASE SAVEPOINT clerk_sync_hard_delete").await?,
             Err(e) if is_foreign_key_violation(&e) => {
                 tx.exec("ROLLBACK TO SAVEPOINT clerk_sync_hard_delete").await?;

@@ -18,8 +18,49 @@ impl Source {
     }
 }
 
+/// The three kinds of Clerk records clerk-sync keeps, told apart by their id's prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    User,
+    Organization,
+    Membership,
+}
+
+impl Kind {
+    /// The kind an id names (`user_…`, `org_…`, `orgmem_…`); `None` for anything else.
+    pub fn of(clerk_id: &str) -> Option<Kind> {
+        // `orgmem_` before `org_`: the shorter prefix is not one of the longer one's.
+        if clerk_id.starts_with("orgmem_") {
+            Some(Kind::Membership)
+        } else if clerk_id.starts_with("org_") {
+            Some(Kind::Organization)
+        } else if clerk_id.starts_with("user_") {
+            Some(Kind::User)
+        } else {
+            None
+        }
+    }
+
+    /// The table holding this kind's rows.
+    pub fn table(self) -> &'static str {
+        match self {
+            Kind::User => "users",
+            Kind::Organization => "organizations",
+            Kind::Membership => "organization_memberships",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Organization => "organization",
+            Kind::Membership => "membership",
+        }
+    }
+}
+
 /// The daemon's own columns of one user, as Clerk last described them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserData {
     pub clerk_id: String,
     pub email: Option<String>,
@@ -27,6 +68,16 @@ pub struct UserData {
     pub last_name: Option<String>,
     pub username: Option<String>,
     pub image_url: Option<String>,
+    /// The entry of `phone_numbers` whose id is `primary_phone_number_id`.
+    pub phone_number: Option<String>,
+    pub external_id: Option<String>,
+    pub public_metadata: Option<serde_json::Value>,
+    pub banned: Option<bool>,
+    /// Clerk's `last_sign_in_at` and `created_at`, ms since the epoch.
+    pub last_sign_in_at_ms: Option<i64>,
+    pub clerk_created_at_ms: Option<i64>,
+    /// The whole Clerk user object as applied (dropped before the write when `sync.store_payload` is off).
+    pub data: Option<serde_json::Value>,
     /// Clerk's `updated_at` in ms since the epoch: the ordering guard.
     pub clerk_updated_at: i64,
 }
@@ -41,6 +92,76 @@ impl UserData {
             .filter(|s| !s.is_empty())
             .collect();
         (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// The columns of one organization.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrganizationData {
+    pub clerk_id: String,
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub image_url: Option<String>,
+    pub public_metadata: Option<serde_json::Value>,
+    /// Only when Clerk sends it (the Backend API includes it on request; webhooks usually do not).
+    pub members_count: Option<i64>,
+    pub clerk_created_at_ms: Option<i64>,
+    pub data: Option<serde_json::Value>,
+    pub clerk_updated_at: i64,
+}
+
+/// The columns of one organization membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipData {
+    pub clerk_id: String,
+    pub organization_clerk_id: String,
+    pub user_clerk_id: String,
+    pub role: Option<String>,
+    pub clerk_created_at_ms: Option<i64>,
+    pub data: Option<serde_json::Value>,
+    pub clerk_updated_at: i64,
+}
+
+/// One Clerk record to create or update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entity {
+    User(UserData),
+    Organization(OrganizationData),
+    Membership(MembershipData),
+}
+
+impl Entity {
+    pub fn clerk_id(&self) -> &str {
+        match self {
+            Entity::User(u) => &u.clerk_id,
+            Entity::Organization(o) => &o.clerk_id,
+            Entity::Membership(m) => &m.clerk_id,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Entity::User(_) => Kind::User,
+            Entity::Organization(_) => Kind::Organization,
+            Entity::Membership(_) => Kind::Membership,
+        }
+    }
+
+    /// Clerk's `updated_at` (ms): the ordering guard.
+    pub fn clerk_updated_at(&self) -> i64 {
+        match self {
+            Entity::User(u) => u.clerk_updated_at,
+            Entity::Organization(o) => o.clerk_updated_at,
+            Entity::Membership(m) => m.clerk_updated_at,
+        }
+    }
+
+    fn data_mut(&mut self) -> &mut Option<serde_json::Value> {
+        match self {
+            Entity::User(u) => &mut u.data,
+            Entity::Organization(o) => &mut o.data,
+            Entity::Membership(m) => &mut m.data,
+        }
     }
 }
 
@@ -60,16 +181,20 @@ pub enum RecordOnly {
 }
 
 /// One unit of work for the writer.
+// `Record` is the rare variant (ignored and invalid deliveries); boxing the common one would cost an allocation
+// per change.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Create or update, applied only when newer than the stored row and never over a tombstone.
     Upsert {
-        user: UserData,
+        entity: Entity,
         via: Source,
         delivery: Option<Delivery>,
     },
-    /// Tombstone the user; soft-delete (or, with `hard`, remove) the row.
+    /// Tombstone the record; soft-delete (or, with `hard`, remove) the row.
     Delete {
+        kind: Kind,
         clerk_id: String,
         deleted_at_ms: i64,
         via: Source,
@@ -94,6 +219,35 @@ fn strip_nul_opt(s: &mut Option<String>) {
     }
 }
 
+/// The same for JSON (`jsonb` refuses `\u0000` too), in every string and every key. serde_json's recursion
+/// limit bounds the depth of what was parsed.
+fn strip_nul_json(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => strip_nul(s),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(mut k, v)| {
+                        strip_nul(&mut k);
+                        (k, v)
+                    })
+                    .collect();
+            }
+            map.values_mut().for_each(strip_nul_json);
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn strip_nul_json_opt(v: &mut Option<serde_json::Value>) {
+    if let Some(v) = v {
+        strip_nul_json(v);
+    }
+}
+
 impl UserData {
     pub fn strip_nul(&mut self) {
         strip_nul(&mut self.clerk_id);
@@ -103,8 +257,36 @@ impl UserData {
             &mut self.last_name,
             &mut self.username,
             &mut self.image_url,
+            &mut self.phone_number,
+            &mut self.external_id,
         ] {
             strip_nul_opt(field);
+        }
+        strip_nul_json_opt(&mut self.public_metadata);
+        strip_nul_json_opt(&mut self.data);
+    }
+}
+
+impl Entity {
+    /// Drops U+0000 from every text and JSON value (see [`UserData::strip_nul`]).
+    pub fn strip_nul(&mut self) {
+        match self {
+            Entity::User(u) => u.strip_nul(),
+            Entity::Organization(o) => {
+                strip_nul(&mut o.clerk_id);
+                for field in [&mut o.name, &mut o.slug, &mut o.image_url] {
+                    strip_nul_opt(field);
+                }
+                strip_nul_json_opt(&mut o.public_metadata);
+                strip_nul_json_opt(&mut o.data);
+            }
+            Entity::Membership(m) => {
+                for field in [&mut m.clerk_id, &mut m.organization_clerk_id, &mut m.user_clerk_id] {
+                    strip_nul(field);
+                }
+                strip_nul_opt(&mut m.role);
+                strip_nul_json_opt(&mut m.data);
+            }
         }
     }
 }
@@ -118,11 +300,15 @@ impl Delivery {
 }
 
 impl Change {
-    /// Drops U+0000 from every text of the change (see [`UserData::strip_nul`]).
-    pub fn strip_nul(&mut self) {
+    /// Makes the change fit to write on either backend: drops U+0000 from every text (see
+    /// [`UserData::strip_nul`]) and, unless `store_payload`, the whole Clerk object kept in `data`.
+    pub fn prepare(&mut self, store_payload: bool) {
         match self {
-            Change::Upsert { user, delivery, .. } => {
-                user.strip_nul();
+            Change::Upsert { entity, delivery, .. } => {
+                if !store_payload {
+                    *entity.data_mut() = None;
+                }
+                entity.strip_nul();
                 delivery.iter_mut().for_each(Delivery::strip_nul);
             }
             Change::Delete { clerk_id, delivery, .. } => {
@@ -140,10 +326,10 @@ impl Change {
         }
     }
 
-    /// The user this change writes, if any.
-    pub(super) fn clerk_id(&self) -> Option<&str> {
+    /// The record this change writes, if any.
+    pub fn clerk_id(&self) -> Option<&str> {
         match self {
-            Change::Upsert { user, .. } => Some(&user.clerk_id),
+            Change::Upsert { entity, .. } => Some(entity.clerk_id()),
             Change::Delete { clerk_id, .. } => Some(clerk_id),
             Change::Record { .. } => None,
         }
@@ -179,34 +365,6 @@ impl Outcome {
     }
 }
 
-/// A user as the API returns it: every daemon-owned column. Timestamps are RFC 3339 strings in UTC.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: String,
-    pub clerk_id: String,
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub name: Option<String>,
-    pub username: Option<String>,
-    pub image_url: Option<String>,
-    pub created_via: String,
-    pub updated_via: Option<String>,
-    pub clerk_updated_at: Option<i64>,
-    pub deleted_at: Option<String>,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
-}
-
-/// What the database knows about one clerk id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lookup {
-    Found(std::sync::Arc<UserRow>),
-    /// Deleted in Clerk (soft-deleted row, or a tombstone without a row): never re-created.
-    Tombstoned,
-    Missing,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,12 +372,10 @@ mod tests {
     fn user(first: Option<&str>, last: Option<&str>) -> UserData {
         UserData {
             clerk_id: "user_1".into(),
-            email: None,
             first_name: first.map(Into::into),
             last_name: last.map(Into::into),
-            username: None,
-            image_url: None,
             clerk_updated_at: 1,
+            ..UserData::default()
         }
     }
 
@@ -238,10 +394,11 @@ mod tests {
     #[test]
     fn nul_characters_are_dropped_from_every_text() {
         let mut change = Change::Upsert {
-            user: UserData {
+            entity: Entity::User(UserData {
                 email: Some("a\0@example.com".into()),
+                public_metadata: Some(serde_json::json!({"r\u{0}ole": ["ad\u{0}min", {"k": "\u{0}"}]})),
                 ..user(Some("A\0B"), Some("\0"))
-            },
+            }),
             via: Source::Webhook,
             delivery: Some(Delivery {
                 svix_id: "msg_\u{0}1".into(),
@@ -249,16 +406,52 @@ mod tests {
                 clerk_id: Some("user_1\0".into()),
             }),
         };
-        change.strip_nul();
-        let Change::Upsert { user, delivery, .. } = change else {
-            unreachable!("still an upsert")
+        change.prepare(true);
+        let Change::Upsert {
+            entity: Entity::User(user),
+            delivery,
+            ..
+        } = change
+        else {
+            unreachable!("still a user upsert")
         };
+        assert_eq!(
+            user.public_metadata,
+            Some(serde_json::json!({"role": ["admin", {"k": ""}]})),
+            "keys and nested strings alike"
+        );
         assert_eq!(user.first_name.as_deref(), Some("AB"));
         assert_eq!(user.last_name.as_deref(), Some(""));
         assert_eq!(user.email.as_deref(), Some("a@example.com"));
         let delivery = delivery.expect("delivery kept");
         assert_eq!(delivery.svix_id, "msg_1");
         assert_eq!(delivery.clerk_id.as_deref(), Some("user_1"));
+    }
+
+    #[test]
+    fn without_store_payload_the_clerk_object_is_dropped() {
+        let mut change = Change::Upsert {
+            entity: Entity::Organization(OrganizationData {
+                clerk_id: "org_1".into(),
+                data: Some(serde_json::json!({"private_metadata": {"secret": 1}})),
+                clerk_updated_at: 1,
+                ..OrganizationData::default()
+            }),
+            via: Source::Webhook,
+            delivery: None,
+        };
+        change.prepare(true);
+        assert!(matches!(&change, Change::Upsert { entity: Entity::Organization(o), .. } if o.data.is_some()));
+        change.prepare(false);
+        assert!(matches!(&change, Change::Upsert { entity: Entity::Organization(o), .. } if o.data.is_none()));
+    }
+
+    #[test]
+    fn kinds_by_prefix() {
+        assert_eq!(Kind::of("user_2x"), Some(Kind::User));
+        assert_eq!(Kind::of("org_2x"), Some(Kind::Organization));
+        assert_eq!(Kind::of("orgmem_2x"), Some(Kind::Membership));
+        assert_eq!(Kind::of("sess_2x"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use super::{Change, Outcome, Source, Store, StoreError};
+use super::{Change, Kind, Outcome, Source, Store, StoreError};
 
 /// Why a submitted change was not committed. Cheap to clone: the details are logged once by the writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +56,8 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Batches committed at the same time.
     pub in_flight: usize,
+    /// Whether the whole Clerk object is kept in `data` (`sync.store_payload`).
+    pub store_payload: bool,
 }
 
 /// What `/readyz` asks of the writer.
@@ -75,6 +77,7 @@ struct Health {
 #[derive(Clone, Debug)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    store_payload: bool,
     health: Arc<Health>,
     epoch: Instant,
 }
@@ -88,7 +91,16 @@ impl Writer {
         health.running.store(true, Ordering::Relaxed);
         let epoch = Instant::now();
         let task = tokio::spawn(run(store, queue, options, health.clone(), epoch));
-        (Writer { jobs, health, epoch }, task)
+        let store_payload = options.store_payload;
+        (
+            Writer {
+                jobs,
+                store_payload,
+                health,
+                epoch,
+            },
+            task,
+        )
     }
 
     /// Queues a change and waits until it is committed (or failed).
@@ -100,7 +112,8 @@ impl Writer {
     /// Queues changes that go into one batch, applied in this order, and waits for their outcomes. A user's lane
     /// hands over its queued webhooks this way: one commit for all of them instead of one each.
     pub async fn submit_group(&self, mut changes: Vec<Change>) -> Vec<Result<Outcome, WriteError>> {
-        changes.iter_mut().for_each(Change::strip_nul);
+        let store_payload = self.store_payload;
+        changes.iter_mut().for_each(|c| c.prepare(store_payload));
         let (replies, answers): (Vec<Reply>, Vec<_>) = changes.iter().map(|_| oneshot::channel()).unzip();
         let span = tracing::Span::current();
         let job = Job { changes, replies, span };
@@ -259,40 +272,54 @@ async fn commit<S: Store>(store: &S, changes: Vec<Change>, replies: Vec<Reply>, 
     }
 }
 
-/// Counts a committed change in `clerk_sync_users_created_total` (for writes that bypass the writer: backfill).
+/// Counts a committed change in `clerk_sync_{users,organizations,memberships}_created_total` (for writes that
+/// bypass the writer: backfill).
 pub fn count_created(change: &Change, outcome: &Outcome) {
-    if let (Change::Upsert { via, .. }, Outcome::Created) = (change, outcome) {
-        metrics::counter!(crate::telemetry::metrics::USERS_CREATED, "source" => via.as_str()).increment(1);
+    if let (Change::Upsert { entity, via, .. }, Outcome::Created) = (change, outcome) {
+        metrics::counter!(created_metric(entity.kind()), "source" => via.as_str()).increment(1);
     }
 }
 
-/// `clerk_sync_users_created_total` counts exactly the committed inserts, by the path that made them; the
-/// label sets are resolved once rather than per change.
+fn created_metric(kind: Kind) -> &'static str {
+    use crate::telemetry::metrics::{MEMBERSHIPS_CREATED, ORGANIZATIONS_CREATED, USERS_CREATED};
+    match kind {
+        Kind::User => USERS_CREATED,
+        Kind::Organization => ORGANIZATIONS_CREATED,
+        Kind::Membership => MEMBERSHIPS_CREATED,
+    }
+}
+
+/// The `*_created_total` counters count exactly the committed inserts, by kind and by the path that made them;
+/// the label sets are resolved once rather than per change.
 struct CreatedCounters {
-    webhook: metrics::Counter,
-    fallback: metrics::Counter,
-    backfill: metrics::Counter,
+    /// Indexed by kind, then source.
+    counters: [[metrics::Counter; 3]; 3],
 }
 
 impl CreatedCounters {
     fn new() -> Self {
-        let counter =
-            |via: Source| metrics::counter!(crate::telemetry::metrics::USERS_CREATED, "source" => via.as_str());
+        let of = |kind: Kind| {
+            [Source::Webhook, Source::Fallback, Source::Backfill]
+                .map(|via| metrics::counter!(created_metric(kind), "source" => via.as_str()))
+        };
         CreatedCounters {
-            webhook: counter(Source::Webhook),
-            fallback: counter(Source::Fallback),
-            backfill: counter(Source::Backfill),
+            counters: [Kind::User, Kind::Organization, Kind::Membership].map(of),
         }
     }
 
     fn count(&self, change: &Change, outcome: &Outcome) {
-        if let (Change::Upsert { via, .. }, Outcome::Created) = (change, outcome) {
-            match via {
-                Source::Webhook => &self.webhook,
-                Source::Fallback => &self.fallback,
-                Source::Backfill => &self.backfill,
-            }
-            .increment(1);
+        if let (Change::Upsert { entity, via, .. }, Outcome::Created) = (change, outcome) {
+            let kind = match entity.kind() {
+                Kind::User => 0,
+                Kind::Organization => 1,
+                Kind::Membership => 2,
+            };
+            let source = match via {
+                Source::Webhook => 0,
+                Source::Fallback => 1,
+                Source::Backfill => 2,
+            };
+            self.counters[kind][source].increment(1);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The SQLite backend (the embedded default: one file beside the daemon).
 
 mod adopt;
+mod read;
+mod write;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -11,8 +13,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::{BatchTx, NewDelivery, NewUser, Removal};
-use super::{apply_all, Change, Lookup, Outcome, Store, StoreError, UserRow};
+use super::sql::{BatchTx, FeedRow, NewDelivery, NewMembership, NewOrganization, NewUser, Removal};
+use super::{apply_all, Change, Kind, Lookup, MembersOf, MembershipCursor, MembershipRow, Outcome, Store, StoreError};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -24,41 +26,21 @@ macro_rules! now {
     };
 }
 
-/// One statement for every user of a batch: the rows arrive as one JSON array (`json_each`), so the statement
-/// is prepared once whatever the batch size.
-const UPSERT: &str = concat!(
-    "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url,
-                        created_via, updated_via, clerk_updated_at, created_at, updated_at)
-     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
-            j.value ->> 6, j.value ->> 7, j.value ->> 7, j.value ->> 8, ",
-    now!(),
-    ", ",
-    now!(),
-    "
-     FROM json_each(?1) AS j
-     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = j.value ->> 0)
-     ON CONFLICT (clerk_id) DO UPDATE SET
-         email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
-         name = excluded.name, username = excluded.username, image_url = excluded.image_url,
-         updated_via = excluded.updated_via, clerk_updated_at = excluded.clerk_updated_at, updated_at = ",
-    now!(),
-    "
-     WHERE users.deleted_at IS NULL
-       AND (users.clerk_updated_at IS NULL OR users.clerk_updated_at < excluded.clerk_updated_at)"
-);
-
-/// A timestamp SQLite cannot format (past year 9999) must not leave a deleted user live: it falls back to now.
+/// A timestamp SQLite cannot format (past year 9999) must not leave a deleted record live: it falls back to now.
+/// `{table}` is replaced by the kind's table.
 const SOFT_DELETE: &str = concat!(
-    "UPDATE users SET deleted_at = coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', (j.value ->> 1) / 1000.0, 'unixepoch'), ",
+    "UPDATE {table} SET deleted_at = coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', (j.value ->> 1) / 1000.0, 'unixepoch'), ",
     now!(),
     "), updated_via = j.value ->> 2, updated_at = ",
     now!(),
-    " FROM json_each(?1) AS j WHERE users.clerk_id = j.value ->> 0 AND users.deleted_at IS NULL"
+    " FROM json_each(?1) AS j WHERE {table}.clerk_id = j.value ->> 0 AND {table}.deleted_at IS NULL"
 );
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Whether committed changes go to the change feed (`changes.enabled`).
+    feed: bool,
 }
 
 impl SqliteStore {
@@ -78,13 +60,16 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, feed: true })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let first = MIGRATOR.iter().next().map(|m| m.version).unwrap_or_default();
         adopt::adopt_users_table(&self.pool, first).await?;
+        adopt::adopt_identity(&self.pool).await?;
         MIGRATOR.run(&self.pool).await?;
+        // Again: a table the first migration just created lacks the profile's columns.
+        adopt::adopt_identity(&self.pool).await?;
         Ok(())
     }
 
@@ -95,12 +80,21 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Turns the change feed on or off (on by default).
+    pub fn set_feed(&mut self, on: bool) {
+        self.feed = on;
+    }
 }
 
 impl SqliteStore {
     /// Applies `batch` inside the open (IMMEDIATE) transaction `tx`.
-    pub(super) async fn apply_in(tx: &mut SqliteConnection, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
-        apply_all(&mut SqliteTx(tx), batch).await
+    pub(super) async fn apply_in(
+        &self,
+        tx: &mut SqliteConnection,
+        batch: &[Change],
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        apply_all(&mut SqliteTx(tx), batch, self.feed).await
     }
 }
 
@@ -109,26 +103,32 @@ impl Store for SqliteStore {
         // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then writes fails
         // with SQLITE_BUSY_SNAPSHOT when another connection committed in between.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let outcomes = SqliteStore::apply_in(&mut tx, batch).await?;
+        let outcomes = self.apply_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 
     async fn lookup(&self, clerk_id: &str) -> Result<Lookup, StoreError> {
+        let Some(kind) = Kind::of(clerk_id) else {
+            return Ok(Lookup::Missing);
+        };
         let mut conn = self.pool.acquire().await?;
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT CAST(id AS TEXT) AS id, clerk_id, email, first_name, last_name, name, username, image_url, \
-             created_via, updated_via, clerk_updated_at, deleted_at, created_at, updated_at \
-             FROM users WHERE clerk_id = ?1",
-        )
-        .bind(clerk_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let row = read::row(&mut conn, kind, clerk_id).await?;
         let tombstoned = match row {
             None => !SqliteTx(&mut conn).tombstoned(&[clerk_id]).await?.is_empty(),
             Some(_) => false,
         };
         Ok(super::lookup_result(row, || tombstoned))
+    }
+
+    async fn memberships(
+        &self,
+        of: MembersOf<'_>,
+        after: Option<&MembershipCursor>,
+        limit: i64,
+    ) -> Result<Vec<MembershipRow>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(read::memberships(&mut conn, of, after, limit).await?)
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -221,60 +221,18 @@ impl BatchTx for SqliteTx<'_> {
     }
 
     async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
-        let json = json_rows(rows.iter().map(|r| {
-            let u = r.user;
-            (
-                &u.clerk_id,
-                &u.email,
-                &u.first_name,
-                &u.last_name,
-                u.name(),
-                &u.username,
-                &u.image_url,
-                r.via.as_str(),
-                u.clerk_updated_at,
-            )
-        }));
-        // SQLite has no xmax, and RETURNING would send a row per user across sqlx's worker thread. Inside the
-        // IMMEDIATE transaction this is the only writer, so the state read just before the upsert says exactly
-        // what its guard does: no change over a tombstone or a deleted row, or when the row is as new.
-        let state: (String, String) = sqlx::query_as(
-            "SELECT (SELECT json_group_array(json_array(u.clerk_id, u.clerk_updated_at, \
-                     json(CASE WHEN u.deleted_at IS NULL THEN 'false' ELSE 'true' END))) \
-                     FROM users u WHERE u.clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j)), \
-                    (SELECT json_group_array(t.clerk_id) FROM clerk_sync_tombstones t \
-                     WHERE t.clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j))",
-        )
-        .bind(&json)
-        .fetch_one(&mut *self.0)
-        .await?;
-        let stored: Vec<(String, Option<i64>, bool)> = decode(&state.0)?;
-        let stored: HashMap<String, (Option<i64>, bool)> = stored
-            .into_iter()
-            .map(|(id, at, deleted)| (id, (at, deleted)))
-            .collect();
-        let tombstoned: HashSet<String> = decode(&state.1)?;
-        let expected: HashMap<String, bool> = rows
-            .iter()
-            .filter(|r| !tombstoned.contains(&r.user.clerk_id))
-            .filter_map(|r| match stored.get(&r.user.clerk_id) {
-                None => Some((r.user.clerk_id.clone(), true)),
-                Some((at, false)) if at.is_none_or(|at| at < r.user.clerk_updated_at) => {
-                    Some((r.user.clerk_id.clone(), false))
-                }
-                Some(_) => None,
-            })
-            .collect();
-        let done = sqlx::query(UPSERT).bind(&json).execute(&mut *self.0).await?;
-        if done.rows_affected() != expected.len() as u64 {
-            // Cannot happen with one writer; if it does, fail the batch rather than report wrong outcomes.
-            return Err(sqlx::Error::Protocol(format!(
-                "upsert wrote {} rows where {} were expected",
-                done.rows_affected(),
-                expected.len()
-            )));
-        }
-        Ok(expected)
+        write::users(self.0, rows).await
+    }
+
+    async fn upsert_organizations(
+        &mut self,
+        rows: &[NewOrganization<'_>],
+    ) -> Result<HashMap<String, bool>, sqlx::Error> {
+        write::organizations(self.0, rows).await
+    }
+
+    async fn upsert_memberships(&mut self, rows: &[NewMembership<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
+        write::memberships(self.0, rows).await
     }
 
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
@@ -299,8 +257,8 @@ impl BatchTx for SqliteTx<'_> {
         Ok(inserted.into_iter().collect())
     }
 
-    async fn soft_delete(&mut self, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
-        sqlx::query(SOFT_DELETE)
+    async fn soft_delete(&mut self, kind: Kind, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
+        sqlx::query(&SOFT_DELETE.replace("{table}", kind.table()))
             .bind(json_rows(
                 rows.iter().map(|r| (r.clerk_id, r.deleted_at_ms, r.via.as_str())),
             ))
@@ -309,16 +267,31 @@ impl BatchTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn hard_delete(&mut self, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM users WHERE clerk_id IN (SELECT value FROM json_each(?1))")
-            .bind(json_ids(clerk_ids.iter().copied()))
-            .execute(&mut *self.0)
-            .await?;
+    async fn hard_delete(&mut self, kind: Kind, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE clerk_id IN (SELECT value FROM json_each(?1))",
+            kind.table()
+        ))
+        .bind(json_ids(clerk_ids.iter().copied()))
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 
     async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         sqlx::query(sql).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn record_changes(&mut self, rows: &[FeedRow<'_>]) -> Result<(), sqlx::Error> {
+        // One writer (IMMEDIATE transactions): AUTOINCREMENT order is commit order. Followers poll.
+        sqlx::query(
+            "INSERT INTO clerk_sync_changes (kind, clerk_id, op, via) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j ORDER BY j.key",
+        )
+        .bind(json_rows(rows.iter().map(|r| (r.kind, r.clerk_id, r.op, r.via))))
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 }

@@ -1,0 +1,148 @@
+//! Reading the change feed (`clerk_sync_changes`): pages of changes after a seq, the head, retention, and the
+//! forwarding cursor. Writes to the feed happen inside each batch's transaction (`sql.rs`).
+
+use super::{Db, StoreError};
+
+/// One committed change, as `GET /v1/changes` shows it. `at` is RFC 3339 UTC.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct FeedChange {
+    pub seq: i64,
+    pub kind: String,
+    pub clerk_id: String,
+    pub op: String,
+    pub via: String,
+    pub at: String,
+}
+
+/// Where the feed stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedHead {
+    /// The highest seq committed (0 when none ever was).
+    pub last: i64,
+    /// Every change up to this seq has been pruned (retention): a reader after an older seq missed some.
+    pub pruned_through: i64,
+}
+
+const PAGE_POSTGRES: &str = "SELECT seq, kind, clerk_id, op, via, \
+     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at \
+     FROM clerk_sync_changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+const PAGE_SQLITE: &str =
+    "SELECT seq, kind, clerk_id, op, via, at FROM clerk_sync_changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// The highest seq ever handed out counts as the head, not the highest row: after pruning everything the feed is
+/// empty, but its seqs never go back.
+const HEAD_POSTGRES: &str = "SELECT coalesce((SELECT max(seq) FROM clerk_sync_changes), 0), \
+     (SELECT through FROM clerk_sync_changes_pruned WHERE id = 1)";
+const HEAD_SQLITE: &str = "SELECT max(coalesce((SELECT max(seq) FROM clerk_sync_changes), 0), \
+     coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'clerk_sync_changes'), 0)), \
+     (SELECT through FROM clerk_sync_changes_pruned WHERE id = 1)";
+
+impl Db {
+    /// Up to `limit` changes after `after`, in seq order.
+    pub async fn changes_after(&self, after: i64, limit: i64) -> Result<Vec<FeedChange>, StoreError> {
+        Ok(match self {
+            Db::Postgres(s) => {
+                sqlx::query_as(PAGE_POSTGRES)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+            Db::Sqlite(s) => {
+                sqlx::query_as(PAGE_SQLITE)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+        })
+    }
+
+    pub async fn feed_head(&self) -> Result<FeedHead, StoreError> {
+        let (last, pruned_through): (i64, i64) = match self {
+            Db::Postgres(s) => sqlx::query_as(HEAD_POSTGRES).fetch_one(s.pool()).await?,
+            Db::Sqlite(s) => sqlx::query_as(HEAD_SQLITE).fetch_one(s.pool()).await?,
+        };
+        Ok(FeedHead { last, pruned_through })
+    }
+
+    /// Deletes changes older than `age` and moves the pruned-through mark; returns how many were deleted.
+    pub async fn prune_changes(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+        // One transaction: a reader never sees rows gone without the mark that says so.
+        let secs = age.as_secs() as i64;
+        let (count, through) = match self {
+            Db::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let (count, through): (i64, Option<i64>) = sqlx::query_as(
+                    "WITH gone AS (DELETE FROM clerk_sync_changes \
+                                   WHERE at < now() - make_interval(secs => $1) RETURNING seq) \
+                     SELECT count(*), max(seq) FROM gone",
+                )
+                .bind(secs as f64)
+                .fetch_one(&mut *tx)
+                .await?;
+                if let Some(through) = through {
+                    sqlx::query("UPDATE clerk_sync_changes_pruned SET through = greatest(through, $1) WHERE id = 1")
+                        .bind(through)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                (count, through)
+            }
+            Db::Sqlite(s) => {
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let gone: Vec<i64> = sqlx::query_scalar(
+                    "DELETE FROM clerk_sync_changes \
+                     WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds') RETURNING seq",
+                )
+                .bind(secs)
+                .fetch_all(&mut *tx)
+                .await?;
+                let through = gone.iter().copied().max();
+                if let Some(through) = through {
+                    sqlx::query("UPDATE clerk_sync_changes_pruned SET through = max(through, $1) WHERE id = 1")
+                        .bind(through)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                (gone.len() as i64, through)
+            }
+        };
+        if let Some(through) = through {
+            tracing::debug!(count, through, "pruned the change feed");
+        }
+        Ok(count as u64)
+    }
+
+    /// The last seq forwarding acknowledged under `name` (0 before the first).
+    pub async fn forward_cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let sql = "SELECT seq FROM clerk_sync_forward WHERE name = $1";
+        let seq: Option<i64> = match self {
+            Db::Postgres(s) => sqlx::query_scalar(sql).bind(name).fetch_optional(s.pool()).await?,
+            Db::Sqlite(s) => sqlx::query_scalar(sql).bind(name).fetch_optional(s.pool()).await?,
+        };
+        Ok(seq.unwrap_or(0))
+    }
+
+    pub async fn save_forward_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
+        let sql = "INSERT INTO clerk_sync_forward (name, seq) VALUES ($1, $2) \
+                   ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = CURRENT_TIMESTAMP";
+        match self {
+            Db::Postgres(s) => sqlx::query(sql)
+                .bind(name)
+                .bind(seq)
+                .execute(s.pool())
+                .await
+                .map(|_| ())?,
+            Db::Sqlite(s) => sqlx::query(sql)
+                .bind(name)
+                .bind(seq)
+                .execute(s.pool())
+                .await
+                .map(|_| ())?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The multi-row upserts of the Postgres backend: one statement per kind for a whole batch, rows passed as
+//! parallel arrays (`UNNEST`). `ORDER BY` makes concurrent batches take row locks in one order; the `WHERE` of
+//! `DO UPDATE` is the ordering guard, the `NOT EXISTS` the tombstone check, and `xmax = 0` tells an insert.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::PgConnection;
+
+use crate::store::sql::{NewMembership, NewOrganization, NewUser};
+
+/// Clerk's milliseconds as `timestamptz`.
+macro_rules! ts {
+    ($ms:literal) => {
+        concat!("to_timestamp(", $ms, "::double precision / 1000)")
+    };
+}
+
+const UPSERT_USERS: &str = concat!(
+    "INSERT INTO users AS u (clerk_id, email, first_name, last_name, name, username, image_url, phone_number,
+                        external_id, public_metadata, banned, last_sign_in_at, clerk_created_at, data,
+                        created_via, updated_via, clerk_updated_at, created_at, updated_at)
+SELECT i.clerk_id, i.email, i.first_name, i.last_name, i.name, i.username, i.image_url, i.phone_number,
+       i.external_id, i.public_metadata::jsonb, i.banned, ",
+    ts!("i.last_sign_in_at"),
+    ", ",
+    ts!("i.clerk_created_at"),
+    ", i.data::jsonb,
+       i.via, i.via, i.clerk_updated_at, now(), now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::bool[], $12::int8[], $13::int8[], $14::text[], $15::text[], $16::int8[])
+     AS i(clerk_id, email, first_name, last_name, name, username, image_url, phone_number, external_id,
+          public_metadata, banned, last_sign_in_at, clerk_created_at, data, via, clerk_updated_at)
+WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+ORDER BY i.clerk_id
+ON CONFLICT (clerk_id) DO UPDATE SET
+    email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
+    name = EXCLUDED.name, username = EXCLUDED.username, image_url = EXCLUDED.image_url,
+    phone_number = EXCLUDED.phone_number, external_id = EXCLUDED.external_id,
+    public_metadata = EXCLUDED.public_metadata, banned = EXCLUDED.banned,
+    last_sign_in_at = EXCLUDED.last_sign_in_at, clerk_created_at = EXCLUDED.clerk_created_at, data = EXCLUDED.data,
+    updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
+WHERE u.deleted_at IS NULL AND (u.clerk_updated_at IS NULL OR u.clerk_updated_at < EXCLUDED.clerk_updated_at)
+RETURNING u.clerk_id, (u.xmax = 0)"
+);
+
+/// `members_count` only when Clerk sent it: an event without it keeps the stored count.
+const UPSERT_ORGANIZATIONS: &str = concat!(
+    "INSERT INTO organizations AS o (clerk_id, name, slug, image_url, public_metadata, members_count,
+                                clerk_created_at, data, created_via, updated_via, clerk_updated_at, created_at,
+                                updated_at)
+SELECT i.clerk_id, i.name, i.slug, i.image_url, i.public_metadata::jsonb, i.members_count, ",
+    ts!("i.clerk_created_at"),
+    ", i.data::jsonb, i.via, i.via, i.clerk_updated_at, now(), now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[],
+            $9::text[], $10::int8[])
+     AS i(clerk_id, name, slug, image_url, public_metadata, members_count, clerk_created_at, data, via,
+          clerk_updated_at)
+WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+ORDER BY i.clerk_id
+ON CONFLICT (clerk_id) DO UPDATE SET
+    name = EXCLUDED.name, slug = EXCLUDED.slug, image_url = EXCLUDED.image_url,
+    public_metadata = EXCLUDED.public_metadata, members_count = coalesce(EXCLUDED.members_count, o.members_count),
+    clerk_created_at = EXCLUDED.clerk_created_at, data = EXCLUDED.data,
+    updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
+WHERE o.deleted_at IS NULL AND (o.clerk_updated_at IS NULL OR o.clerk_updated_at < EXCLUDED.clerk_updated_at)
+RETURNING o.clerk_id, (o.xmax = 0)"
+);
+
+const UPSERT_MEMBERSHIPS: &str = concat!(
+    "INSERT INTO organization_memberships AS m (clerk_id, organization_clerk_id, user_clerk_id, role,
+                                           clerk_created_at, data, created_via, updated_via, clerk_updated_at,
+                                           created_at, updated_at)
+SELECT i.clerk_id, i.organization_clerk_id, i.user_clerk_id, i.role, ",
+    ts!("i.clerk_created_at"),
+    ", i.data::jsonb, i.via, i.via, i.clerk_updated_at, now(), now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::int8[])
+     AS i(clerk_id, organization_clerk_id, user_clerk_id, role, clerk_created_at, data, via, clerk_updated_at)
+WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+ORDER BY i.clerk_id
+ON CONFLICT (clerk_id) DO UPDATE SET
+    organization_clerk_id = EXCLUDED.organization_clerk_id, user_clerk_id = EXCLUDED.user_clerk_id,
+    role = EXCLUDED.role, clerk_created_at = EXCLUDED.clerk_created_at, data = EXCLUDED.data,
+    updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
+WHERE m.deleted_at IS NULL AND (m.clerk_updated_at IS NULL OR m.clerk_updated_at < EXCLUDED.clerk_updated_at)
+RETURNING m.clerk_id, (m.xmax = 0)"
+);
+
+/// A JSON value as text, for a `::jsonb` cast in SQL (binding text needs no sqlx JSON feature).
+fn json_text(value: Option<&serde_json::Value>) -> Option<String> {
+    value.map(|v| v.to_string())
+}
+
+pub(super) async fn users(tx: &mut PgConnection, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let text = |f: fn(&crate::store::UserData) -> Option<&str>| -> Vec<Option<&str>> {
+        rows.iter().map(|r| f(r.row)).collect()
+    };
+    let written: Vec<(String, bool)> = sqlx::query_as(UPSERT_USERS)
+        .bind(rows.iter().map(|r| r.row.clerk_id.as_str()).collect::<Vec<_>>())
+        .bind(text(|u| u.email.as_deref()))
+        .bind(text(|u| u.first_name.as_deref()))
+        .bind(text(|u| u.last_name.as_deref()))
+        .bind(rows.iter().map(|r| r.row.name()).collect::<Vec<_>>())
+        .bind(text(|u| u.username.as_deref()))
+        .bind(text(|u| u.image_url.as_deref()))
+        .bind(text(|u| u.phone_number.as_deref()))
+        .bind(text(|u| u.external_id.as_deref()))
+        .bind(
+            rows.iter()
+                .map(|r| json_text(r.row.public_metadata.as_ref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.row.banned).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.last_sign_in_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(written.into_iter().collect())
+}
+
+pub(super) async fn organizations(
+    tx: &mut PgConnection,
+    rows: &[NewOrganization<'_>],
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let written: Vec<(String, bool)> = sqlx::query_as(UPSERT_ORGANIZATIONS)
+        .bind(rows.iter().map(|r| r.row.clerk_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.name.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.slug.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.image_url.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| json_text(r.row.public_metadata.as_ref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.row.members_count).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(written.into_iter().collect())
+}
+
+pub(super) async fn memberships(
+    tx: &mut PgConnection,
+    rows: &[NewMembership<'_>],
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let written: Vec<(String, bool)> = sqlx::query_as(UPSERT_MEMBERSHIPS)
+        .bind(rows.iter().map(|r| r.row.clerk_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.row.organization_clerk_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.row.user_clerk_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.role.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(written.into_iter().collect())
+}
