@@ -8,8 +8,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use clerk_sync::clerk::is_user_id;
-use clerk_sync::store::{Change, Delivery, UserData};
+use clerk_sync::clerk::{is_membership_id, is_organization_id, is_user_id};
+use clerk_sync::store::{Change, Delivery, Entity, Kind, UserData};
+use clerk_sync::telemetry::metrics::SYNCED_EVENT_TYPES as SYNCED;
 use clerk_sync::webhook::{is_sane_event_ms, EventKind, VerifiedEvent, Verifier, VerifyError, MAX_SVIX_ID_LEN};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -85,6 +86,44 @@ fn assert_storable(user: &UserData) {
     }
 }
 
+/// An organization or membership the backends can store alike: ids of the right kinds, a sane `updated_at`.
+fn assert_entity_storable(entity: &Entity) {
+    match entity {
+        Entity::User(user) => assert_storable(user),
+        Entity::Organization(o) => {
+            assert!(is_organization_id(&o.clerk_id), "organization id {:?}", o.clerk_id);
+            assert!(
+                is_sane_event_ms(o.clerk_updated_at),
+                "updated_at {}",
+                o.clerk_updated_at
+            );
+            assert!(o.members_count.is_none_or(|n| n >= 0));
+        }
+        Entity::Membership(m) => {
+            assert!(is_membership_id(&m.clerk_id), "membership id {:?}", m.clerk_id);
+            assert!(
+                is_organization_id(&m.organization_clerk_id),
+                "{:?}",
+                m.organization_clerk_id
+            );
+            assert!(is_user_id(&m.user_clerk_id), "{:?}", m.user_clerk_id);
+            assert!(
+                is_sane_event_ms(m.clerk_updated_at),
+                "updated_at {}",
+                m.clerk_updated_at
+            );
+        }
+    }
+}
+
+fn is_clerk_id(kind: Kind, id: &str) -> bool {
+    match kind {
+        Kind::User => is_user_id(id),
+        Kind::Organization => is_organization_id(id),
+        Kind::Membership => is_membership_id(id),
+    }
+}
+
 /// The text Clerk sent in `data[key]`, as the stored column must hold it (NUL removed, blank → NULL).
 fn expected_text(value: Option<&Value>) -> Option<String> {
     value
@@ -113,24 +152,41 @@ fn assert_event_invariants(event: &VerifiedEvent) {
         event.timestamp_ms()
     );
     match event.kind() {
-        EventKind::Upsert(user) => {
-            assert!(matches!(event.event_type(), "user.created" | "user.updated"));
-            assert_storable(user);
+        EventKind::Upsert { entity, embedded } => {
+            let prefix = match entity.kind() {
+                Kind::User => "user.",
+                Kind::Organization => "organization.",
+                Kind::Membership => "organizationMembership.",
+            };
+            assert!(
+                event.event_type().starts_with(prefix),
+                "{} for a {:?}",
+                event.event_type(),
+                entity.kind()
+            );
+            assert!(!event.event_type().ends_with(".deleted"));
+            assert_entity_storable(entity);
+            if let Some(o) = embedded {
+                assert_eq!(
+                    entity.kind(),
+                    Kind::Membership,
+                    "only a membership embeds an organization"
+                );
+                assert_entity_storable(&Entity::Organization(o.clone()));
+            }
         }
         EventKind::Delete {
+            kind,
             clerk_id,
             deleted_at_ms,
         } => {
-            assert_eq!(event.event_type(), "user.deleted");
-            assert!(is_user_id(clerk_id), "deleted clerk id {clerk_id:?}");
+            assert!(event.event_type().ends_with(".deleted"), "{}", event.event_type());
+            assert!(is_clerk_id(*kind, clerk_id), "deleted clerk id {clerk_id:?}");
             assert!(is_sane_event_ms(*deleted_at_ms), "deleted_at_ms {deleted_at_ms}");
             assert_eq!(*deleted_at_ms, event.timestamp_ms());
         }
         EventKind::Other { clerk_id } => {
-            assert!(!matches!(
-                event.event_type(),
-                "user.created" | "user.updated" | "user.deleted"
-            ));
+            assert!(!SYNCED.contains(&event.event_type()));
             if let Some(id) = clerk_id {
                 assert!(is_user_id(id), "other event's clerk id {id:?}");
             }
@@ -150,7 +206,10 @@ fn assert_matches_json(event: &VerifiedEvent, json: &Value) {
     );
     let data = &json["data"];
     match event.kind() {
-        EventKind::Upsert(user) => {
+        EventKind::Upsert {
+            entity: Entity::User(user),
+            ..
+        } => {
             assert_eq!(Some(user.clerk_id.as_str()), data["id"].as_str(), "clerk id");
             assert_eq!(Some(user.clerk_updated_at), data["updated_at"].as_i64(), "updated_at");
             assert_eq!(user.first_name, expected_text(data.get("first_name")), "first_name");
@@ -158,6 +217,14 @@ fn assert_matches_json(event: &VerifiedEvent, json: &Value) {
             assert_eq!(user.username, expected_text(data.get("username")), "username");
             assert_eq!(user.image_url, expected_text(data.get("image_url")), "image_url");
             assert_eq!(user.email, expected_email(data), "email");
+        }
+        EventKind::Upsert { entity, .. } => {
+            assert_eq!(Some(entity.clerk_id()), data["id"].as_str(), "clerk id");
+            assert_eq!(
+                Some(entity.clerk_updated_at()),
+                data["updated_at"].as_i64(),
+                "updated_at"
+            );
         }
         EventKind::Delete { clerk_id, .. } => {
             assert_eq!(Some(clerk_id.as_str()), data["id"].as_str(), "clerk id");
@@ -299,7 +366,14 @@ pub fn pipeline(input: &[u8]) {
         Ok(event) => {
             let clerk_id = event.clerk_id().map(str::to_owned);
             let event_type = event.event_type().to_owned();
-            let change = event.into_change(hard);
+            let (change, embedded) = event.into_changes(hard);
+            if let Some(Change::Upsert { entity, delivery, .. }) = &embedded {
+                assert_eq!(entity.kind(), Kind::Organization);
+                assert!(
+                    delivery.is_none(),
+                    "the embedded organization is recorded with its membership"
+                );
+            }
             let delivery = change_delivery(&change);
             assert_eq!(delivery.clerk_id, clerk_id);
             assert_eq!(delivery.event_type, event_type);
@@ -319,17 +393,21 @@ pub fn pipeline(input: &[u8]) {
     assert_eq!(delivery.svix_id, SVIX_ID);
     assert_no_nul("delivery event_type", Some(&delivery.event_type));
     if let Some(id) = &delivery.clerk_id {
-        assert!(is_user_id(id), "delivery clerk id {id:?}");
+        assert!(
+            Kind::of(id).is_some_and(|k| is_clerk_id(k, id)),
+            "delivery clerk id {id:?}"
+        );
     }
     match &change {
-        Change::Upsert { user, .. } => assert_storable(user),
+        Change::Upsert { entity, .. } => assert_entity_storable(entity),
         Change::Delete {
+            kind,
             clerk_id,
             deleted_at_ms,
             hard: h,
             ..
         } => {
-            assert!(is_user_id(clerk_id));
+            assert!(is_clerk_id(*kind, clerk_id));
             assert!(is_sane_event_ms(*deleted_at_ms), "deleted_at_ms {deleted_at_ms}");
             assert_eq!(*h, hard);
         }

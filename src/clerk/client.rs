@@ -10,7 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::ClerkUser;
+use super::{ClerkOrganization, ClerkUser};
 use crate::config::{ClerkSettings, Secret};
 use crate::telemetry::metrics;
 
@@ -90,7 +90,15 @@ impl ClerkClient {
 
     /// `GET /v1/users/{id}`.
     pub async fn get_user(&self, id: &str) -> Result<ClerkUser, ClerkError> {
-        self.get_json("get_user", &format!("/v1/users/{id}")).await
+        let value = self.get_json("get_user", &format!("/v1/users/{id}")).await?;
+        ClerkUser::from_value(value).map_err(|e| ClerkError::Malformed(e.to_string()))
+    }
+
+    /// `GET /v1/organizations/{id}`, with its members count.
+    pub async fn get_organization(&self, id: &str) -> Result<ClerkOrganization, ClerkError> {
+        let path = format!("/v1/organizations/{id}?include_members_count=true");
+        let value = self.get_json("get_organization", &path).await?;
+        ClerkOrganization::from_value(value).map_err(|e| ClerkError::Malformed(e.to_string()))
     }
 
     /// `GET /v1/jwks`: the keys session tokens are signed with.

@@ -1,8 +1,10 @@
-//! Walking Clerk's whole user list, a page at a time (backfill and reconciliation).
+//! Walking Clerk's whole lists, a page at a time (backfill and reconciliation): users, organizations, and the
+//! memberships of one organization.
 
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::{ClerkClient, ClerkError, ClerkUser};
+use super::{ClerkClient, ClerkError, ClerkMembership, ClerkOrganization, ClerkUser};
 
 /// Clerk's largest page.
 pub const PAGE_SIZE: usize = 500;
@@ -21,17 +23,54 @@ struct Count {
     total_count: u64,
 }
 
+/// The `{data, total_count}` answer of Clerk's organization lists (not the bare array of `GET /v1/users`).
+#[derive(Deserialize)]
+struct Paginated {
+    data: Vec<Value>,
+    total_count: u64,
+}
+
 impl ClerkClient {
     /// One page of users in ascending `created_at` order, starting after `cursor` (`None`: from the start).
     /// Clerk answers a bare JSON array.
     pub async fn list_users(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Vec<ClerkUser>, ClerkError> {
-        let mut path = format!("/v1/users?limit={}&order_by=%2Bcreated_at", limit.clamp(1, PAGE_SIZE));
-        match cursor {
-            Some(Cursor::After(id)) => path.push_str(&format!("&starting_after={}", encode(id))),
-            Some(Cursor::Offset(n)) => path.push_str(&format!("&offset={n}")),
-            None => {}
-        }
-        self.get_json("list_users", &path).await
+        let values: Vec<Value> = self.get_json("list_users", &users_path(cursor, limit)).await?;
+        parse(values, ClerkUser::from_value)
+    }
+
+    /// One page of organizations in ascending `created_at` order from `offset`, with their members count, and
+    /// Clerk's `total_count` of organizations. Clerk offers only offset paging here (no `starting_after`, see
+    /// tests/fixtures/clerk/SOURCES.md); `+created_at` puts organizations created during a walk at its end.
+    pub async fn list_organizations(
+        &self,
+        offset: u64,
+        limit: usize,
+    ) -> Result<(Vec<ClerkOrganization>, u64), ClerkError> {
+        let path = format!(
+            "/v1/organizations?limit={}&offset={offset}&order_by=%2Bcreated_at&include_members_count=true",
+            limit.clamp(1, PAGE_SIZE)
+        );
+        let page: Paginated = self.get_json("list_organizations", &path).await?;
+        let organizations = parse(page.data, ClerkOrganization::from_value)?;
+        Ok((organizations, page.total_count))
+    }
+
+    /// One page of the memberships of organization `organization_id`, in ascending `created_at` order from
+    /// `offset`, and Clerk's `total_count` of them. [`ClerkError::NotFound`]: Clerk has no such organization.
+    pub async fn list_memberships(
+        &self,
+        organization_id: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<(Vec<ClerkMembership>, u64), ClerkError> {
+        let path = format!(
+            "/v1/organizations/{}/memberships?limit={}&offset={offset}&order_by=%2Bcreated_at",
+            encode(organization_id),
+            limit.clamp(1, PAGE_SIZE)
+        );
+        let page: Paginated = self.get_json("list_memberships", &path).await?;
+        let memberships = parse(page.data, ClerkMembership::from_value)?;
+        Ok((memberships, page.total_count))
     }
 
     /// `GET /v1/users/count`: the total, for progress estimates.
@@ -39,6 +78,26 @@ impl ClerkClient {
         let count: Count = self.get_json("count_users", "/v1/users/count").await?;
         Ok(count.total_count)
     }
+}
+
+/// Every object of a page, or the page is malformed (a walk never skips an object it cannot read: `--prune`
+/// would then tombstone it).
+fn parse<T>(values: Vec<Value>, from_value: fn(Value) -> Result<T, serde_json::Error>) -> Result<Vec<T>, ClerkError> {
+    values
+        .into_iter()
+        .map(from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ClerkError::Malformed(e.to_string()))
+}
+
+fn users_path(cursor: Option<&Cursor>, limit: usize) -> String {
+    let mut path = format!("/v1/users?limit={}&order_by=%2Bcreated_at", limit.clamp(1, PAGE_SIZE));
+    match cursor {
+        Some(Cursor::After(id)) => path.push_str(&format!("&starting_after={}", encode(id))),
+        Some(Cursor::Offset(n)) => path.push_str(&format!("&offset={n}")),
+        None => {}
+    }
+    path
 }
 
 /// Clerk ids are letters, digits and `_`; anything else is percent-encoded rather than trusted.

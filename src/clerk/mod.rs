@@ -3,12 +3,14 @@
 mod client;
 mod jwt;
 mod list;
+mod organization;
 mod user;
 
 pub use client::{ClerkClient, ClerkError};
 pub use jwt::{AuthError, JwtVerifier, SessionClaims};
 pub use list::{Cursor, PAGE_SIZE};
-pub use user::{is_user_id, strip_nul, ClerkUser, EmailAddress};
+pub use organization::{ClerkMembership, ClerkOrganization, PublicUserData};
+pub use user::{is_membership_id, is_organization_id, is_user_id, storable_ms, strip_nul, ClerkUser, EmailAddress};
 
 #[cfg(test)]
 mod client_tests;

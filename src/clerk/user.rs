@@ -1,22 +1,34 @@
 //! The Clerk `User` object (the `data` of `user.created` / `user.updated`, and the Backend API's user).
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::store::UserData;
 
-/// The fields of Clerk's user object that clerk-sync stores; everything else is ignored.
+/// The fields of Clerk's user object that clerk-sync stores in columns; the whole object goes to `data`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ClerkUser {
     pub id: String,
     #[serde(default)]
     pub email_addresses: Vec<EmailAddress>,
     pub primary_email_address_id: Option<String>,
+    #[serde(default)]
+    pub phone_numbers: Vec<PhoneNumber>,
+    pub primary_phone_number_id: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub username: Option<String>,
     pub image_url: Option<String>,
+    pub external_id: Option<String>,
+    pub public_metadata: Option<Value>,
+    pub banned: Option<bool>,
+    pub last_sign_in_at: Option<i64>,
+    pub created_at: Option<i64>,
     /// Milliseconds since the epoch; orders updates.
     pub updated_at: i64,
+    /// The object as Clerk sent it (set by [`ClerkUser::from_value`]).
+    #[serde(skip)]
+    pub raw: Option<Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -25,7 +37,40 @@ pub struct EmailAddress {
     pub email_address: String,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+pub struct PhoneNumber {
+    pub id: String,
+    pub phone_number: String,
+}
+
+/// A timestamp of Clerk's (ms) both backends can store: from 1970 up to year 9999 (SQLite's `strftime` has no
+/// later year). Anything else is stored as NULL rather than failing the write on every retry.
+pub fn storable_ms(ms: Option<i64>) -> Option<i64> {
+    ms.filter(|ms| (0..253_402_300_800_000).contains(ms))
+}
+
+/// `s` with U+0000 dropped, or `None` when nothing but blanks is left.
+pub(super) fn blank_to_none(s: Option<String>) -> Option<String> {
+    s.map(strip_nul).filter(|v| !v.trim().is_empty())
+}
+
 impl ClerkUser {
+    /// Reads the user from Clerk's JSON and keeps that JSON for the `data` column.
+    pub fn from_value(value: Value) -> Result<ClerkUser, serde_json::Error> {
+        let mut user = ClerkUser::deserialize(&value)?;
+        user.raw = Some(value);
+        Ok(user)
+    }
+
+    /// The entry of `phone_numbers` whose id is `primary_phone_number_id`.
+    pub fn primary_phone(&self) -> Option<&str> {
+        let primary = self.primary_phone_number_id.as_deref()?;
+        self.phone_numbers
+            .iter()
+            .find(|p| p.id == primary)
+            .map(|p| p.phone_number.as_str())
+    }
+
     /// The entry of `email_addresses` whose id is `primary_email_address_id` — never simply the first one.
     pub fn primary_email(&self) -> Option<&str> {
         let primary = self.primary_email_address_id.as_deref()?;
@@ -39,8 +84,8 @@ impl ClerkUser {
     /// backends store the same), then blank values become NULL. Not from the id: an id holding U+0000 is not a
     /// Clerk id and is refused, never turned into another user's id.
     pub fn into_user_data(self) -> UserData {
-        let blank_to_none = |s: Option<String>| s.map(strip_nul).filter(|v| !v.trim().is_empty());
         let email = blank_to_none(self.primary_email().map(str::to_owned));
+        let phone_number = blank_to_none(self.primary_phone().map(str::to_owned));
         UserData {
             clerk_id: self.id,
             email,
@@ -48,6 +93,13 @@ impl ClerkUser {
             last_name: blank_to_none(self.last_name),
             username: blank_to_none(self.username),
             image_url: blank_to_none(self.image_url),
+            phone_number,
+            external_id: blank_to_none(self.external_id),
+            public_metadata: self.public_metadata,
+            banned: self.banned,
+            last_sign_in_at_ms: storable_ms(self.last_sign_in_at),
+            clerk_created_at_ms: storable_ms(self.created_at),
+            data: self.raw,
             clerk_updated_at: self.updated_at,
         }
     }
@@ -66,7 +118,21 @@ pub fn strip_nul(s: String) -> String {
 /// Whether `id` can be a Clerk user id (`user_` followed by letters and digits). Checked before any lookup,
 /// so a typo never reaches the database or Clerk.
 pub fn is_user_id(id: &str) -> bool {
-    id.strip_prefix("user_")
+    is_id(id, "user_")
+}
+
+/// Whether `id` can be a Clerk organization id (`org_…`).
+pub fn is_organization_id(id: &str) -> bool {
+    is_id(id, "org_")
+}
+
+/// Whether `id` can be a Clerk organization membership id (`orgmem_…`).
+pub fn is_membership_id(id: &str) -> bool {
+    is_id(id, "orgmem_")
+}
+
+fn is_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
         .is_some_and(|rest| (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
@@ -140,5 +206,50 @@ mod tests {
         assert!(!is_user_id("user_"));
         assert!(!is_user_id("sess_29w83sxmDNGwOuEthce5gg56FcC"));
         assert!(!is_user_id("user_../../etc"));
+        assert!(is_organization_id("org_2abc"));
+        assert!(!is_organization_id("orgmem_2abc"));
+        assert!(is_membership_id("orgmem_2abc"));
+        assert!(!is_membership_id("org_2abc"));
+    }
+
+    #[test]
+    fn the_full_profile() {
+        let value = serde_json::json!({
+            "id": "user_2abc",
+            "phone_numbers": [
+                {"id": "idn_a", "phone_number": "+15550000001"},
+                {"id": "idn_b", "phone_number": "+15550000002"}
+            ],
+            "primary_phone_number_id": "idn_b",
+            "external_id": "legacy-42",
+            "public_metadata": {"role": "admin"},
+            "private_metadata": {"stripe": "cus_1"},
+            "banned": true,
+            "last_sign_in_at": 1_700_000_000_456_i64,
+            "created_at": 1_600_000_000_000_i64,
+            "updated_at": 1_700_000_000_000_i64
+        });
+        let data = ClerkUser::from_value(value.clone())
+            .expect("valid user")
+            .into_user_data();
+        assert_eq!(
+            data.phone_number.as_deref(),
+            Some("+15550000002"),
+            "the primary, not the first"
+        );
+        assert_eq!(data.external_id.as_deref(), Some("legacy-42"));
+        assert_eq!(data.public_metadata, Some(serde_json::json!({"role": "admin"})));
+        assert_eq!(data.banned, Some(true));
+        assert_eq!(data.last_sign_in_at_ms, Some(1_700_000_000_456));
+        assert_eq!(data.clerk_created_at_ms, Some(1_600_000_000_000));
+        assert_eq!(data.data, Some(value), "the whole object");
+    }
+
+    #[test]
+    fn unstorable_timestamps_are_null() {
+        assert_eq!(storable_ms(Some(-1)), None);
+        assert_eq!(storable_ms(Some(i64::MAX)), None);
+        assert_eq!(storable_ms(Some(253_402_300_799_999)), Some(253_402_300_799_999));
+        assert_eq!(storable_ms(None), None);
     }
 }

@@ -3,8 +3,10 @@
 use serde::Deserialize;
 
 use super::VerifiedBody;
-use crate::clerk::{is_user_id, strip_nul, ClerkUser};
-use crate::store::{Change, Delivery, RecordOnly, Source, UserData};
+use crate::clerk::{
+    is_membership_id, is_organization_id, is_user_id, strip_nul, ClerkMembership, ClerkOrganization, ClerkUser,
+};
+use crate::store::{Change, Delivery, Entity, Kind, OrganizationData, RecordOnly, Source};
 
 /// A Clerk event that arrived with a valid signature. Constructed only by [`VerifiedBody::parse`].
 #[derive(Debug)]
@@ -17,12 +19,23 @@ pub struct VerifiedEvent {
 }
 
 /// What an event asks of the daemon.
+// Most events are upserts; boxing them would cost an allocation per event for the sake of the rare others.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    /// `user.created` / `user.updated`.
-    Upsert(UserData),
-    /// `user.deleted`, ordered by the envelope timestamp (ms).
-    Delete { clerk_id: String, deleted_at_ms: i64 },
+    /// `*.created` / `*.updated` of a user, organization or membership. A membership embeds its organization,
+    /// which is applied too (under the same ordering guard), so the organization row exists and is as new as
+    /// the newest copy seen; the member is never made a `users` row (a membership carries too little of it).
+    Upsert {
+        entity: Entity,
+        embedded: Option<OrganizationData>,
+    },
+    /// `*.deleted`, ordered by the envelope timestamp (ms).
+    Delete {
+        kind: Kind,
+        clerk_id: String,
+        deleted_at_ms: i64,
+    },
     /// Any other type: recorded as ignored. `clerk_id` when the payload names a user.
     Other { clerk_id: Option<String> },
 }
@@ -110,21 +123,38 @@ impl VerifiedBody {
         let envelope_ms = envelope.timestamp.map(to_millis);
         // The svix timestamp verified within ±5 minutes of now, so it is always sane.
         let svix_ms = self.timestamp_secs().saturating_mul(1000);
+        let bad = |what: &str, e: serde_json::Error| invalid(&event_type, format!("bad {what} object: {e}"));
         let kind = match event_type.as_str() {
-            "user.created" | "user.updated" => {
-                let user: ClerkUser =
-                    serde_json::from_value(data).map_err(|e| invalid(&event_type, format!("bad user object: {e}")))?;
-                if !is_sane_event_ms(user.updated_at) {
-                    return Err(invalid(
-                        &event_type,
-                        format!("data.updated_at {} is outside 2000-01-01..2100-01-01", user.updated_at),
-                    ));
+            "user.created" | "user.updated" => EventKind::Upsert {
+                entity: Entity::User(
+                    ClerkUser::from_value(data)
+                        .map_err(|e| bad("user", e))?
+                        .into_user_data(),
+                ),
+                embedded: None,
+            },
+            "organization.created" | "organization.updated" => EventKind::Upsert {
+                entity: Entity::Organization(
+                    ClerkOrganization::from_value(data)
+                        .map_err(|e| bad("organization", e))?
+                        .into_data(),
+                ),
+                embedded: None,
+            },
+            "organizationMembership.created" | "organizationMembership.updated" => {
+                let (membership, organization) = ClerkMembership::from_value(data)
+                    .map_err(|e| bad("organization membership", e))?
+                    .into_data();
+                EventKind::Upsert {
+                    entity: Entity::Membership(membership),
+                    // An absurd embedded `updated_at` would make the organization stale for ever: the copy is
+                    // dropped, the membership still applied.
+                    embedded: Some(organization).filter(|o| is_sane_event_ms(o.clerk_updated_at)),
                 }
-                EventKind::Upsert(user.into_user_data())
             }
-            "user.deleted" => {
-                let deleted: Deleted = serde_json::from_value(data)
-                    .map_err(|e| invalid(&event_type, format!("bad deleted object: {e}")))?;
+            "user.deleted" | "organization.deleted" | "organizationMembership.deleted" => {
+                // Clerk sends only `{id, deleted, object}` for some kinds; a full object reads the same way.
+                let deleted: Deleted = serde_json::from_value(data).map_err(|e| bad("deleted", e))?;
                 let deleted_at_ms = envelope_ms.unwrap_or(svix_ms);
                 if !is_sane_event_ms(deleted_at_ms) {
                     return Err(invalid(
@@ -132,7 +162,13 @@ impl VerifiedBody {
                         format!("timestamp {deleted_at_ms} ms is outside 2000-01-01..2100-01-01"),
                     ));
                 }
+                let kind = match event_type.as_str() {
+                    "user.deleted" => Kind::User,
+                    "organization.deleted" => Kind::Organization,
+                    _ => Kind::Membership,
+                };
                 EventKind::Delete {
+                    kind,
                     clerk_id: deleted.id,
                     deleted_at_ms,
                 }
@@ -145,14 +181,7 @@ impl VerifiedBody {
                     .map(str::to_owned),
             },
         };
-        if let EventKind::Upsert(UserData { clerk_id, .. }) | EventKind::Delete { clerk_id, .. } = &kind {
-            if !is_user_id(clerk_id) {
-                return Err(invalid(
-                    &event_type,
-                    format!("{} is not a Clerk user id", excerpt(clerk_id)),
-                ));
-            }
-        }
+        check_ids(&kind).map_err(|reason| invalid(&event_type, reason))?;
         Ok(VerifiedEvent {
             svix_id,
             event_type,
@@ -181,32 +210,43 @@ impl VerifiedEvent {
         &self.kind
     }
 
-    /// The user this event is about, if any; it picks the actor.
+    /// The record this event is about, if any; it picks the actor.
     pub fn clerk_id(&self) -> Option<&str> {
         match &self.kind {
-            EventKind::Upsert(u) => Some(&u.clerk_id),
+            EventKind::Upsert { entity, .. } => Some(entity.clerk_id()),
             EventKind::Delete { clerk_id, .. } => Some(clerk_id),
             EventKind::Other { clerk_id } => clerk_id.as_deref(),
         }
     }
 
-    /// The change to commit for this event.
-    pub fn into_change(self, hard_delete: bool) -> Change {
+    /// The change to commit for this event, and the embedded organization of a membership event (committed in
+    /// the same batch, just before).
+    pub fn into_changes(self, hard_delete: bool) -> (Change, Option<Change>) {
         let delivery = Delivery {
             clerk_id: self.clerk_id().map(str::to_owned),
             svix_id: self.svix_id,
             event_type: self.event_type,
         };
-        match self.kind {
-            EventKind::Upsert(user) => Change::Upsert {
-                user,
-                via: Source::Webhook,
-                delivery: Some(delivery),
-            },
+        let change = match self.kind {
+            EventKind::Upsert { entity, embedded } => {
+                let embedded = embedded.map(|organization| Change::Upsert {
+                    entity: Entity::Organization(organization),
+                    via: Source::Webhook,
+                    delivery: None,
+                });
+                let change = Change::Upsert {
+                    entity,
+                    via: Source::Webhook,
+                    delivery: Some(delivery),
+                };
+                return (change, embedded);
+            }
             EventKind::Delete {
+                kind,
                 clerk_id,
                 deleted_at_ms,
             } => Change::Delete {
+                kind,
                 clerk_id,
                 deleted_at_ms,
                 via: Source::Webhook,
@@ -217,7 +257,49 @@ impl VerifiedEvent {
                 delivery,
                 outcome: RecordOnly::Ignored,
             },
+        };
+        (change, None)
+    }
+}
+
+/// An id, the check it must pass, and what it names (for the message).
+type IdCheck<'a> = (&'a str, fn(&str) -> bool, &'static str);
+
+/// Every id an applied event writes must be a Clerk id of the right kind: anything else is refused before it
+/// reaches a lane, the database or Clerk.
+fn check_ids(kind: &EventKind) -> Result<(), String> {
+    let mut ids: Vec<IdCheck> = Vec::new();
+    match kind {
+        EventKind::Upsert { entity, embedded } => {
+            match entity {
+                Entity::User(u) => ids.push((&u.clerk_id, is_user_id, "user")),
+                Entity::Organization(o) => ids.push((&o.clerk_id, is_organization_id, "organization")),
+                Entity::Membership(m) => {
+                    ids.push((&m.clerk_id, is_membership_id, "organization membership"));
+                    ids.push((&m.organization_clerk_id, is_organization_id, "organization"));
+                    ids.push((&m.user_clerk_id, is_user_id, "user"));
+                }
+            }
+            if let Some(o) = embedded {
+                ids.push((&o.clerk_id, is_organization_id, "organization"));
+            }
+            if !is_sane_event_ms(entity.clerk_updated_at()) {
+                return Err(format!(
+                    "data.updated_at {} is outside 2000-01-01..2100-01-01",
+                    entity.clerk_updated_at()
+                ));
+            }
         }
+        EventKind::Delete { kind, clerk_id, .. } => ids.push(match kind {
+            Kind::User => (clerk_id, is_user_id, "user"),
+            Kind::Organization => (clerk_id, is_organization_id, "organization"),
+            Kind::Membership => (clerk_id, is_membership_id, "organization membership"),
+        }),
+        EventKind::Other { .. } => {}
+    }
+    match ids.into_iter().find(|(id, valid, _)| !valid(id)) {
+        Some((id, _, what)) => Err(format!("{} is not a Clerk {what} id", excerpt(id))),
+        None => Ok(()),
     }
 }
 

@@ -1,0 +1,130 @@
+//! Clerk's `Organization` and `OrganizationMembership` objects (the `data` of `organization.*` and
+//! `organizationMembership.*` events, and the Backend API's).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::user::{blank_to_none, storable_ms};
+use crate::store::{MembershipData, OrganizationData};
+
+/// The fields of an organization stored in columns; the whole object goes to `data`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClerkOrganization {
+    pub id: String,
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub image_url: Option<String>,
+    pub public_metadata: Option<Value>,
+    /// Present only when Clerk was asked for it (`include_members_count`).
+    pub members_count: Option<i64>,
+    pub created_at: Option<i64>,
+    pub updated_at: i64,
+    #[serde(skip)]
+    pub raw: Option<Value>,
+}
+
+impl ClerkOrganization {
+    /// Reads the organization from Clerk's JSON and keeps that JSON for the `data` column.
+    pub fn from_value(value: Value) -> Result<ClerkOrganization, serde_json::Error> {
+        let mut organization = ClerkOrganization::deserialize(&value)?;
+        organization.raw = Some(value);
+        Ok(organization)
+    }
+
+    pub fn into_data(self) -> OrganizationData {
+        OrganizationData {
+            clerk_id: self.id,
+            name: blank_to_none(self.name),
+            slug: blank_to_none(self.slug),
+            image_url: blank_to_none(self.image_url),
+            public_metadata: self.public_metadata,
+            members_count: self.members_count.filter(|n| *n >= 0),
+            clerk_created_at_ms: storable_ms(self.created_at),
+            data: self.raw,
+            clerk_updated_at: self.updated_at,
+        }
+    }
+}
+
+/// The member as a membership shows it: too little to make a `users` row of.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PublicUserData {
+    pub user_id: String,
+}
+
+/// The fields of a membership stored in columns; the whole object goes to `data`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClerkMembership {
+    pub id: String,
+    pub role: Option<String>,
+    /// The organization, embedded whole.
+    pub organization: ClerkOrganization,
+    pub public_user_data: PublicUserData,
+    pub created_at: Option<i64>,
+    pub updated_at: i64,
+    #[serde(skip)]
+    pub raw: Option<Value>,
+}
+
+impl ClerkMembership {
+    /// Reads the membership (and its embedded organization) from Clerk's JSON, keeping both JSONs.
+    pub fn from_value(value: Value) -> Result<ClerkMembership, serde_json::Error> {
+        let mut membership = ClerkMembership::deserialize(&value)?;
+        membership.organization.raw = value.get("organization").cloned();
+        membership.raw = Some(value);
+        Ok(membership)
+    }
+
+    /// The membership's columns, and the embedded organization's (applied when newer than the stored row).
+    pub fn into_data(self) -> (MembershipData, OrganizationData) {
+        let membership = MembershipData {
+            clerk_id: self.id,
+            organization_clerk_id: self.organization.id.clone(),
+            user_clerk_id: self.public_user_data.user_id,
+            role: blank_to_none(self.role),
+            clerk_created_at_ms: storable_ms(self.created_at),
+            data: self.raw,
+            clerk_updated_at: self.updated_at,
+        };
+        (membership, self.organization.into_data())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_membership_carries_its_organization_and_member() {
+        let value = serde_json::json!({
+            "id": "orgmem_2abc", "object": "organization_membership", "role": "org:admin",
+            "organization": {
+                "id": "org_2xyz", "object": "organization", "name": "Acme", "slug": "acme",
+                "image_url": "https://img.clerk.com/x", "public_metadata": {"plan": "pro"},
+                "created_at": 1_690_000_000_000_i64, "updated_at": 1_700_000_000_000_i64
+            },
+            "public_user_data": {"user_id": "user_2def", "first_name": "Ada", "identifier": "ada@example.com"},
+            "created_at": 1_695_000_000_000_i64, "updated_at": 1_696_000_000_000_i64
+        });
+        let (membership, organization) = ClerkMembership::from_value(value.clone()).expect("valid").into_data();
+        assert_eq!(membership.organization_clerk_id, "org_2xyz");
+        assert_eq!(membership.user_clerk_id, "user_2def");
+        assert_eq!(membership.role.as_deref(), Some("org:admin"));
+        assert_eq!(membership.data, Some(value.clone()));
+        assert_eq!(organization.clerk_id, "org_2xyz");
+        assert_eq!(organization.slug.as_deref(), Some("acme"));
+        assert_eq!(organization.members_count, None);
+        assert_eq!(organization.data, value.get("organization").cloned());
+        assert_eq!(organization.clerk_updated_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_negative_members_count_is_not_stored() {
+        let organization = ClerkOrganization::from_value(serde_json::json!({
+            "id": "org_1", "members_count": -3, "updated_at": 1_700_000_000_000_i64
+        }))
+        .expect("valid")
+        .into_data();
+        assert_eq!(organization.members_count, None);
+    }
+}
