@@ -67,6 +67,8 @@ pub struct Application {
     state: AppState,
     writer_task: JoinHandle<()>,
     supervisor_task: JoinHandle<()>,
+    /// The feed follower; stopped at the shutdown signal, which also ends the open change streams.
+    feed_task: Option<JoinHandle<()>>,
     clerk: Arc<ClerkClient>,
 }
 
@@ -104,8 +106,10 @@ impl Application {
             }
         };
 
-        let db = Arc::new(Db::connect(&settings.database).await.map_err(StartError::Database)?);
-        db.migrate().await.map_err(|e| match e {
+        let mut db = Db::connect(&settings.database).await.map_err(StartError::Database)?;
+        db.set_feed(settings.changes.enabled);
+        let db = Arc::new(db);
+        db.migrate(settings.supabase.rls).await.map_err(|e| match e {
             StoreError::Adopt(msg) => StartError::Adopt(msg),
             other => StartError::Migrate(other),
         })?;
@@ -125,6 +129,7 @@ impl Application {
         let options = WriterOptions {
             max_batch: settings.writer.max_batch,
             in_flight,
+            store_payload: settings.sync.store_payload,
         };
         let (writer, writer_task) = Writer::spawn(db.clone(), options);
         let args = UserArgs {
@@ -138,6 +143,18 @@ impl Application {
             .await
             .map_err(|e| StartError::Actors(e.to_string()))?;
 
+        // Every replica follows the feed, to drop what another one changed from its cache.
+        let (feed, feed_task) = if settings.changes.enabled {
+            let (feed, task) = crate::feed::follow(
+                db.clone(),
+                actors.clone(),
+                settings.changes.poll_interval(),
+                std::future::pending(),
+            );
+            (Some(feed), Some(task))
+        } else {
+            (None, None)
+        };
         let state = AppState::new(Shared {
             db: db.clone(),
             writer,
@@ -149,6 +166,7 @@ impl Application {
             retry_after_secs: settings.server.retry_after_secs,
             answer_timeout: settings.webhooks.answer_timeout(),
             counters: crate::http::Counters::new(),
+            feed,
         });
         Ok(Application {
             listener,
@@ -161,6 +179,7 @@ impl Application {
             state,
             writer_task,
             supervisor_task,
+            feed_task,
             clerk,
         })
     }
@@ -189,6 +208,7 @@ impl Application {
             state,
             writer_task,
             supervisor_task,
+            feed_task,
             clerk,
             ..
         } = self;
@@ -198,6 +218,23 @@ impl Application {
             Duration::from_secs(settings.webhooks.delivery_retention_hours * 3600),
             Duration::from_secs(settings.webhooks.prune_interval_secs),
         ));
+        let changes_pruner = settings.changes.enabled.then(|| {
+            tokio::spawn(prune_changes(
+                db.clone(),
+                settings.changes.retention(),
+                Duration::from_secs(settings.changes.prune_interval_secs),
+            ))
+        });
+        let forwarder = match &state.feed {
+            Some(feed) => match crate::feed::forward::Forwarder::new(db.clone(), feed.clone(), &settings.forward) {
+                Ok(forwarder) => forwarder.map(|f| tokio::spawn(f.run())),
+                Err(e) => {
+                    tracing::error!(error = e, "forwarding is off");
+                    None
+                }
+            },
+            None => None,
+        };
         let actors = state.actors.clone();
         let reconcile = match settings.reconcile.every() {
             Ok(Some(every)) if settings.clerk.secret_key.is_set() => {
@@ -205,6 +242,7 @@ impl Application {
                     db: db.clone(),
                     clerk: clerk.clone(),
                     cache: Some(state.cache.clone()),
+                    store_payload: settings.sync.store_payload,
                 };
                 Some(tokio::spawn(crate::backfill::reconcile::every(
                     backfill,
@@ -237,9 +275,14 @@ impl Application {
         // One deadline for the whole shutdown, counted from the signal: in-flight requests, then queued lane
         // work and the writer share what is left of it.
         let (until_tx, until_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        let feed_stop = feed_task.as_ref().map(JoinHandle::abort_handle);
         let graceful = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
+            // Open change streams end with the follower; they would otherwise hold the shutdown to its deadline.
+            if let Some(feed) = feed_stop {
+                feed.abort();
+            }
             let _ = until_tx.send(Some(tokio::time::Instant::now() + timeout));
         };
         let server = crate::http::serve::serve(listener, router(state), (&settings.server).into(), graceful);
@@ -258,6 +301,9 @@ impl Application {
 
         pruner.abort();
         upkeep.abort();
+        for task in [changes_pruner, forwarder, feed_task].into_iter().flatten() {
+            task.abort();
+        }
         if let Some(reconcile) = reconcile {
             reconcile.abort();
         }
@@ -292,6 +338,19 @@ async fn upkeep(handle: PrometheusHandle, cache: UserCache, db: Arc<Db>) {
         let ready = tokio::time::timeout(Duration::from_secs(4), db.check_ready()).await;
         let ready = matches!(ready, Ok(Ok(())));
         metrics::gauge!(crate::telemetry::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+    }
+}
+
+/// Drops changes older than `changes.retention_hours` from the feed.
+async fn prune_changes(db: Arc<Db>, retention: Duration, interval: Duration) {
+    let mut every = tokio::time::interval(interval);
+    loop {
+        every.tick().await;
+        match db.prune_changes(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned old changes from the feed"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the change feed"),
+        }
     }
 }
 

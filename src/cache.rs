@@ -11,14 +11,14 @@ use bytes::Bytes;
 use moka::future::Cache;
 
 use crate::config::CacheSettings;
-use crate::store::UserRow;
+use crate::store::Row;
 
 /// A user as the API shows it: its JSON, ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserJson(Bytes);
 
 impl UserJson {
-    pub fn from_row(row: &UserRow) -> Self {
+    pub fn from_row(row: &Row) -> Self {
         // A struct of strings and integers always serializes.
         UserJson(serde_json::to_vec(row).map(Bytes::from).unwrap_or_default())
     }

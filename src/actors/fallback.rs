@@ -20,7 +20,7 @@ use super::{ShardMsg, UserArgs};
 use crate::cache::UserJson;
 use crate::clerk::ClerkError;
 use crate::store::writer::WriteError;
-use crate::store::{Change, Outcome, Source, StoreError};
+use crate::store::{Change, Entity, Kind, Outcome, Source, StoreError};
 
 /// What a fallback request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,9 +50,9 @@ pub enum Hit {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FallbackError {
-    #[error("Clerk has no such user")]
+    #[error("Clerk has no such record")]
     NotFound,
-    #[error("the user was deleted")]
+    #[error("the record was deleted")]
     Gone,
     #[error("CLERK_SECRET_KEY is not configured")]
     NotConfigured,
@@ -127,7 +127,19 @@ async fn fly(
     clerk_id: &str,
     mode: FetchMode,
 ) -> Result<FlightOutcome, FallbackError> {
-    let user = match ctx.clerk.get_user(clerk_id).await {
+    let fetched = match Kind::of(clerk_id) {
+        Some(Kind::Organization) => ctx
+            .clerk
+            .get_organization(clerk_id)
+            .await
+            .map(|o| Entity::Organization(o.into_data())),
+        _ => ctx
+            .clerk
+            .get_user(clerk_id)
+            .await
+            .map(|u| Entity::User(u.into_user_data())),
+    };
+    let entity = match fetched {
         Err(ClerkError::NotFound) => {
             // A stored row stays readable until its user.deleted arrives; only a true miss is remembered.
             if mode == FetchMode::GetOrCreate {
@@ -137,23 +149,20 @@ async fn fly(
         }
         other => other?,
     };
-    if user.id != clerk_id {
+    if entity.clerk_id() != clerk_id {
         return Err(FallbackError::ClerkFailed(format!(
             "asked for {clerk_id}, Clerk returned {}",
-            user.id
+            entity.clerk_id()
         )));
     }
     let change = Box::new(Change::Upsert {
-        user: user.into_user_data(),
+        entity,
         via: Source::Fallback,
         delivery: None,
     });
     let (outcome, stored) = run(shard, clerk_id, |reply| Job::Apply { change, reply }).await??;
     if outcome == Outcome::Created {
-        tracing::info!(
-            clerk_id,
-            "user not found in the database; created from Clerk (fallback)"
-        );
+        tracing::info!(clerk_id, "not found in the database; created from Clerk (fallback)");
     }
     match stored {
         Stored::Found(json) => Ok(FlightOutcome {

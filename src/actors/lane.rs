@@ -35,6 +35,8 @@ pub enum Job {
     Load {
         reply: RpcReplyPort<Result<Stored, FallbackError>>,
     },
+    /// Drop the cache entry: the record changed elsewhere (see `ShardMsg::Invalidate`).
+    Invalidate,
 }
 
 impl Job {
@@ -54,34 +56,50 @@ impl Job {
             Job::Load { reply } => {
                 let _ = reply.send(load(ctx, clerk_id).await);
             }
+            Job::Invalidate => ctx.cache.invalidate(clerk_id).await,
         }
     }
 }
 
 type Webhook = (Box<VerifiedEvent>, RpcReplyPort<Result<Outcome, WriteError>>);
 
-/// One user's webhooks, committed together in order; each caller gets its own outcome.
+/// One record's webhooks, committed together in order; each caller gets its own outcome.
 async fn webhooks(ctx: &UserArgs, clerk_id: &str, jobs: Vec<Webhook>) {
-    let (changes, replies): (Vec<_>, Vec<_>) = jobs
-        .into_iter()
-        .map(|(event, reply)| ((*event).into_change(ctx.hard_delete), reply))
-        .unzip();
-    // The writer answers after commit; only then may the next job of this user start.
+    // A membership event brings its organization's embedded copy: committed in the same batch, just before.
+    let mut changes = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    let mut embedded = Vec::new();
+    for (event, reply) in jobs {
+        let (change, organization) = (*event).into_changes(ctx.hard_delete);
+        if let Some(organization) = organization {
+            embedded.push((changes.len(), organization.clerk_id().map(str::to_owned)));
+            changes.push(organization);
+        }
+        replies.push((changes.len(), reply));
+        changes.push(change);
+    }
+    // The writer answers after commit; only then may the next job of this record start.
     let outcomes = ctx.writer.submit_group(changes).await;
-    let changed = outcomes.iter().any(|o| {
+    let changed = |o: &Result<Outcome, _>| {
         matches!(
             o,
             Ok(Outcome::Created | Outcome::Updated | Outcome::Deleted | Outcome::Tombstoned | Outcome::Duplicate(_))
         )
-    });
-    if changed {
+    };
+    if replies.iter().any(|(i, _)| outcomes.get(*i).is_some_and(changed)) {
         // A duplicate may be the retry of a commit whose answer was lost before the cache was
         // cleared; the next read goes through this lane to the database either way.
         ctx.cache.invalidate(clerk_id).await;
     }
-    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+    for (i, organization) in embedded {
+        if let (Some(id), Some(Ok(Outcome::Created | Outcome::Updated))) = (organization, outcomes.get(i)) {
+            // Written outside the organization's own lane: its next read goes to the database.
+            ctx.cache.invalidate(&id).await;
+        }
+    }
+    for (i, reply) in replies {
         // The caller may have gone away (client disconnect); the change is committed either way.
-        let _ = reply.send(outcome);
+        let _ = reply.send(outcomes.get(i).cloned().unwrap_or(Err(WriteError::Unavailable)));
     }
 }
 
@@ -89,7 +107,7 @@ async fn webhooks(ctx: &UserArgs, clerk_id: &str, jobs: Vec<Webhook>) {
 async fn load(ctx: &UserArgs, clerk_id: &str) -> Result<Stored, FallbackError> {
     Ok(match ctx.db.lookup(clerk_id).await? {
         Lookup::Found(row) => {
-            let json = UserJson::from_row(&row);
+            let json = UserJson::from_row(row.as_ref());
             ctx.cache.put(clerk_id, json.clone()).await;
             Stored::Found(json)
         }

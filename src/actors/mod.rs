@@ -108,6 +108,21 @@ impl Actors {
         fallback::fetch(&self.ctx, self.shard(&clerk_id), clerk_id, mode).await
     }
 
+    /// Drops the cache entries of records changed elsewhere (another replica's commit, read from the feed).
+    pub fn invalidate(&self, ids: impl IntoIterator<Item = String>) {
+        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); self.shards.len()];
+        for id in ids {
+            let shard = (self.hasher.hash_one(id.as_str()) % self.shards.len() as u64) as usize;
+            by_shard[shard].push(id);
+        }
+        for (shard, ids) in self.shards.iter().zip(by_shard) {
+            if !ids.is_empty() {
+                // Fails only once the shard has stopped (shutdown), when nothing is served any more.
+                let _ = shard.send_message(ShardMsg::Invalidate { ids });
+            }
+        }
+    }
+
     /// Whether every shard is still running (a stopped shard would leave its users' webhooks unanswered).
     pub fn running(&self) -> bool {
         self.shards

@@ -29,6 +29,9 @@ pub enum ShardMsg {
     },
     /// Flight `id` has finished: later requests start a new one.
     FlightDone { clerk_id: String, mode: FetchMode, id: u64 },
+    /// Another replica (or backfill) changed these records: drop their cache entries, in their lanes when
+    /// they have work running, so a read already under way cannot put the old row back afterwards.
+    Invalidate { ids: Vec<String> },
     /// Users with work running or queued.
     Lanes(RpcReplyPort<usize>),
     /// Answer once every lane is empty (shutdown).
@@ -166,6 +169,17 @@ impl Actor for Shard {
                 // Flights whose every waiter went away never report done; forget them here.
                 if state.flights.len() > 64 {
                     state.flights.retain(|_, (_, weak)| weak.upgrade().is_some());
+                }
+            }
+            ShardMsg::Invalidate { ids } => {
+                for id in ids {
+                    match state.lanes.get_mut(&id) {
+                        // Behind the running job: a read that started before the commit puts its row, then
+                        // this removes it.
+                        Some(lane) => lane.push_back((Job::Invalidate, tracing::Span::current())),
+                        // No job runs, so no read is under way: any later read sees the commit.
+                        None => state.ctx.cache.invalidate(&id).await,
+                    }
                 }
             }
             ShardMsg::Lanes(reply) => {

@@ -48,10 +48,11 @@ async fn start(dir: &std::path::Path) -> (Actors, Arc<Db>) {
         statement_timeout_ms: 2000,
     };
     let db = Arc::new(Db::Sqlite(SqliteStore::connect(&settings).await.expect("connect")));
-    db.migrate().await.expect("migrate");
+    db.migrate(false).await.expect("migrate");
     let options = WriterOptions {
         max_batch: 16,
         in_flight: 1,
+        store_payload: true,
     };
     let (writer, _writer_task) = Writer::spawn(db.clone(), options);
     let clerk_settings = crate::config::Settings::load(None, &|_| None).expect("defaults").clerk;

@@ -140,6 +140,29 @@ impl Settings {
                 "must be at least 48: Svix retries a delivery for about 27 hours",
             ));
         }
+        if !self.forward.url.trim().is_empty() {
+            let url = url::Url::parse(self.forward.url.trim())
+                .map_err(|e| ConfigError::invalid("forward", "url", format!("not a valid URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("forward", "url", "must be an http(s) URL"));
+            }
+            if !self.changes.enabled {
+                return Err(ConfigError::invalid(
+                    "forward",
+                    "url",
+                    "forwarding follows the change feed: set changes.enabled = true, or unset forward.url",
+                ));
+            }
+            let secret = self.forward.signing_secret.expose();
+            if secret.is_empty() || svix::webhooks::Webhook::new(secret).is_err() {
+                return Err(ConfigError::invalid(
+                    "forward",
+                    "signing_secret",
+                    "must be whsec_ followed by base64 when forward.url is set: the application verifies each \
+                     forwarded change with it",
+                ));
+            }
+        }
         if let Err(e) = self.reconcile.every() {
             return Err(ConfigError::invalid("reconcile", "interval", e));
         }
@@ -156,6 +179,10 @@ impl Settings {
             ("server", "header_read_timeout_ms", self.server.header_read_timeout_ms),
             ("server", "body_read_timeout_ms", self.server.body_read_timeout_ms),
             ("server", "max_connections", self.server.max_connections as u64),
+            ("changes", "retention_hours", self.changes.retention_hours),
+            ("changes", "prune_interval_secs", self.changes.prune_interval_secs),
+            ("forward", "timeout_ms", self.forward.timeout_ms),
+            ("forward", "max_backoff_secs", self.forward.max_backoff_secs),
         ];
         if let Some((section, key, _)) = positive.iter().find(|(_, _, v)| *v == 0) {
             return Err(ConfigError::invalid(section, key, "must be greater than 0"));

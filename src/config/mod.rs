@@ -25,6 +25,56 @@ pub struct Settings {
     pub writer: WriterSettings,
     pub api: ApiSettings,
     pub reconcile: ReconcileSettings,
+    pub sync: SyncSettings,
+    pub supabase: SupabaseSettings,
+    pub changes: ChangesSettings,
+    pub forward: ForwardSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesSettings {
+    /// Whether committed changes are written to the feed (`clerk_sync_changes`).
+    pub enabled: bool,
+    pub retention_hours: u64,
+    pub prune_interval_secs: u64,
+    /// How often followers look for new changes when no notification came (Postgres NOTIFY; SQLite has none).
+    pub poll_interval_ms: u64,
+}
+
+impl ChangesSettings {
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_hours.saturating_mul(3600))
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(10))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSettings {
+    /// Where each change is POSTed; empty: no forwarding.
+    pub url: String,
+    /// `whsec_…`: signs forwarded changes the Standard Webhooks way.
+    pub signing_secret: Secret,
+    pub timeout_ms: u64,
+    pub max_backoff_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Keep the whole Clerk object in each row's `data` column.
+    pub store_payload: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupabaseSettings {
+    /// `migrate` enables row-level security on the synced tables, with read policies for `authenticated`.
+    pub rls: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -1,8 +1,10 @@
 //! The main listener: webhooks, the `/v1` API and health checks.
 
 mod auth;
+mod changes;
 mod error;
 mod health;
+mod organizations;
 pub mod serve;
 mod users;
 mod webhooks;
@@ -64,6 +66,8 @@ pub struct Shared {
     /// Longest a webhook waits for its commit before it is answered 503.
     pub answer_timeout: std::time::Duration,
     pub counters: Counters,
+    /// The change feed as this replica follows it; `None` with `changes.enabled = false`.
+    pub feed: Option<crate::feed::FeedHandle>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -77,6 +81,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{clerk_id}", get(users::get_user))
         .route("/v1/users/{clerk_id}/sync", post(users::sync_user))
         .route("/v1/me", get(users::me))
+        .route("/v1/changes", get(changes::changes))
+        .route("/v1/users/{clerk_id}/memberships", get(organizations::user_memberships))
+        .route("/v1/organizations/{clerk_id}", get(organizations::get_organization))
+        .route(
+            "/v1/organizations/{clerk_id}/sync",
+            post(organizations::sync_organization),
+        )
+        .route(
+            "/v1/organizations/{clerk_id}/memberships",
+            get(organizations::organization_memberships),
+        )
         // After routing, so the middleware sees the route template; unmatched paths get it too.
         .layer(middleware::from_fn(crate::telemetry::http::observe))
         .with_state(state)

@@ -1,4 +1,5 @@
-//! The API for the application: `GET /v1/users/{clerk_id}`, `GET /v1/me`, `POST /v1/users/{clerk_id}/sync`.
+//! The API for the application: `GET /v1/users/{clerk_id}`, `GET /v1/me`, `POST /v1/users/{clerk_id}/sync`,
+//! and the same get-or-create for `GET /v1/organizations/{clerk_id}` (organizations.rs).
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -8,7 +9,8 @@ use super::auth::{ServiceCaller, SessionUser};
 use super::{ApiError, AppState};
 use crate::actors::{FallbackError, FetchMode, Fetched, Hit};
 use crate::cache::UserJson;
-use crate::clerk::is_user_id;
+use crate::clerk::{is_organization_id, is_user_id};
+use crate::store::Kind;
 use crate::telemetry::metrics::{self, fallback};
 
 /// `clerk_sync_fallback_requests_total{result}`, one handle per result, resolved once: the cached path is hot.
@@ -49,49 +51,72 @@ impl std::fmt::Debug for Counters {
 }
 
 pub async fn get_user(_: ServiceCaller, State(state): State<AppState>, Path(clerk_id): Path<String>) -> Response {
-    get_or_create(&state, clerk_id).await
+    get_or_create(&state, Kind::User, clerk_id).await
 }
 
 pub async fn me(user: SessionUser, State(state): State<AppState>) -> Response {
-    get_or_create(&state, user.clerk_id).await
+    get_or_create(&state, Kind::User, user.clerk_id).await
 }
 
 pub async fn sync_user(_: ServiceCaller, State(state): State<AppState>, Path(clerk_id): Path<String>) -> Response {
-    if !is_user_id(&clerk_id) {
-        return invalid_id().into_response();
-    }
-    answer(&state, state.actors.fetch(clerk_id, FetchMode::Sync).await)
+    sync(&state, Kind::User, clerk_id).await
 }
 
-async fn get_or_create(state: &AppState, clerk_id: String) -> Response {
-    if !is_user_id(&clerk_id) {
-        return invalid_id().into_response();
+/// Fetches the record from Clerk now and applies it under the ordering guard and tombstone rule.
+pub(super) async fn sync(state: &AppState, kind: Kind, clerk_id: String) -> Response {
+    if !fetchable(kind, &clerk_id) {
+        return invalid_id(kind).into_response();
+    }
+    answer(state, kind, state.actors.fetch(clerk_id, FetchMode::Sync).await)
+}
+
+/// The stored record (cache, then database), else Clerk's, created in the database. `kind` is a user or an
+/// organization (memberships have no Backend API lookup by id).
+pub(super) async fn get_or_create(state: &AppState, kind: Kind, clerk_id: String) -> Response {
+    if !fetchable(kind, &clerk_id) {
+        return invalid_id(kind).into_response();
     }
     // The hot path: no database, no actor mailbox, no serialization.
     if let Some(json) = state.cache.get(&clerk_id).await {
         state.counters.cache_hit.increment(1);
-        return user_response(StatusCode::OK, json);
+        return json_response(StatusCode::OK, json);
     }
     if state.cache.known_missing(&clerk_id).await {
-        return answer(state, Err(FallbackError::NotFound));
+        return answer(state, kind, Err(FallbackError::NotFound));
     }
-    answer(state, state.actors.fetch(clerk_id, FetchMode::GetOrCreate).await)
+    answer(state, kind, state.actors.fetch(clerk_id, FetchMode::GetOrCreate).await)
 }
 
-fn user_response(status: StatusCode, json: UserJson) -> Response {
+/// Whether `clerk_id` is an id of `kind` that the fallback can fetch (memberships have no lookup by id).
+fn fetchable(kind: Kind, clerk_id: &str) -> bool {
+    match kind {
+        Kind::User => is_user_id(clerk_id),
+        Kind::Organization => is_organization_id(clerk_id),
+        Kind::Membership => false,
+    }
+}
+
+pub(super) fn json_response(status: StatusCode, json: UserJson) -> Response {
     let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
     (status, content_type, json.bytes()).into_response()
 }
 
-fn invalid_id() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_user_id",
-        "not a Clerk user id (expected user_ followed by letters and digits)",
-    )
+pub(super) fn invalid_id(kind: Kind) -> ApiError {
+    match kind {
+        Kind::Organization => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_organization_id",
+            "not a Clerk organization id (expected org_ followed by letters and digits)",
+        ),
+        Kind::User | Kind::Membership => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+            "not a Clerk user id (expected user_ followed by letters and digits)",
+        ),
+    }
 }
 
-fn answer(state: &AppState, result: Result<Fetched, FallbackError>) -> Response {
+fn answer(state: &AppState, kind: Kind, result: Result<Fetched, FallbackError>) -> Response {
     let c = &state.counters;
     match &result {
         Ok(Fetched { hit: Hit::Cache, .. }) => &c.cache_hit,
@@ -109,20 +134,23 @@ fn answer(state: &AppState, result: Result<Fetched, FallbackError>) -> Response 
         Ok(Fetched {
             json,
             hit: Hit::Created,
-        }) => return user_response(StatusCode::CREATED, json),
-        Ok(Fetched { json, .. }) => return user_response(StatusCode::OK, json),
+        }) => return json_response(StatusCode::CREATED, json),
+        Ok(Fetched { json, .. }) => return json_response(StatusCode::OK, json),
         Err(e) => e,
     };
     let retry = state.retry_after_secs;
+    let noun = kind.as_str();
     match error {
-        FallbackError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "Clerk has no such user"),
-        FallbackError::Gone => ApiError::new(StatusCode::GONE, "gone", "the user was deleted in Clerk"),
+        FallbackError::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("Clerk has no such {noun}"))
+        }
+        FallbackError::Gone => ApiError::new(StatusCode::GONE, "gone", format!("the {noun} was deleted in Clerk")),
         FallbackError::NotConfigured => ApiError {
             retry_after: Some(retry),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_configured",
-                "the user is not in the database and CLERK_SECRET_KEY is not configured",
+                format!("the {noun} is not in the database and CLERK_SECRET_KEY is not configured"),
             )
         },
         FallbackError::ClerkUnavailable(after) => ApiError {

@@ -116,10 +116,10 @@ async fn bounded(
 
 async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, WriteError> {
     match event.kind() {
-        EventKind::Other { .. } => state.writer.submit(event.into_change(false)).await,
+        EventKind::Other { .. } => state.writer.submit(event.into_changes(false).0).await,
         _ => {
             let clerk_id = event.clerk_id().unwrap_or_default().to_owned();
-            let span = tracing::info_span!("user_actor", clerk_id);
+            let span = tracing::info_span!("record_actor", clerk_id);
             state.actors.apply_webhook(clerk_id, event).instrument(span).await
         }
     }

@@ -8,6 +8,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const USERS_CREATED: &str = "clerk_sync_users_created_total";
+pub const ORGANIZATIONS_CREATED: &str = "clerk_sync_organizations_created_total";
+pub const MEMBERSHIPS_CREATED: &str = "clerk_sync_memberships_created_total";
 pub const WEBHOOK_EVENTS: &str = "clerk_sync_webhook_events_total";
 pub const FALLBACK_REQUESTS: &str = "clerk_sync_fallback_requests_total";
 pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
@@ -22,10 +24,14 @@ pub const READY: &str = "clerk_sync_ready";
 pub const HARD_DELETE_REFUSED: &str = "clerk_sync_hard_delete_refused_total";
 pub const BACKFILL_USERS: &str = "clerk_sync_backfill_users_total";
 pub const BACKFILL_LAST_SUCCESS: &str = "clerk_sync_backfill_last_success_timestamp_seconds";
+pub const FORWARD_DELIVERIES: &str = "clerk_sync_forward_deliveries_total";
+pub const FORWARD_LAG: &str = "clerk_sync_forward_lag_seconds";
 
 /// Every exported metric name (histograms export `_bucket`, `_sum` and `_count` series).
 pub const ALL: &[&str] = &[
     USERS_CREATED,
+    ORGANIZATIONS_CREATED,
+    MEMBERSHIPS_CREATED,
     WEBHOOK_EVENTS,
     FALLBACK_REQUESTS,
     CLERK_API_REQUESTS,
@@ -40,6 +46,8 @@ pub const ALL: &[&str] = &[
     HARD_DELETE_REFUSED,
     BACKFILL_USERS,
     BACKFILL_LAST_SUCCESS,
+    FORWARD_DELIVERIES,
+    FORWARD_LAG,
 ];
 
 /// Label values of `clerk_sync_webhook_events_total{outcome}`.
@@ -66,11 +74,30 @@ pub mod fallback {
 /// Event types that may appear as a label: the three user events, `unknown` when the type could not be read
 /// (or the signature did not verify), and `other` for any other type, so a sender cannot create unbounded
 /// series.
+/// The event types clerk-sync applies (every other type is recorded as ignored).
+pub const SYNCED_EVENT_TYPES: &[&str] = &[
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "organizationMembership.created",
+    "organizationMembership.updated",
+    "organizationMembership.deleted",
+];
+
 pub fn event_type_label(event_type: &str) -> &'static str {
     match event_type {
         "user.created" => "user.created",
         "user.updated" => "user.updated",
         "user.deleted" => "user.deleted",
+        "organization.created" => "organization.created",
+        "organization.updated" => "organization.updated",
+        "organization.deleted" => "organization.deleted",
+        "organizationMembership.created" => "organizationMembership.created",
+        "organizationMembership.updated" => "organizationMembership.updated",
+        "organizationMembership.deleted" => "organizationMembership.deleted",
         "unknown" => "unknown",
         _ => "other",
     }
@@ -113,14 +140,16 @@ pub fn install() -> PrometheusHandle {
 /// Registers the known label sets at 0, so dashboards and `rate()` see a series before its first event.
 fn zero_series() {
     for source in ["webhook", "fallback", "backfill"] {
-        counter!(USERS_CREATED, "source" => source).increment(0);
+        for name in [USERS_CREATED, ORGANIZATIONS_CREATED, MEMBERSHIPS_CREATED] {
+            counter!(name, "source" => source).increment(0);
+        }
     }
     use fallback::*;
     for result in [CACHE_HIT, DB_HIT, CREATED, NOT_FOUND, GONE, ERROR] {
         counter!(FALLBACK_REQUESTS, "result" => result).increment(0);
     }
     use outcome::*;
-    for event_type in ["user.created", "user.updated", "user.deleted", "other"] {
+    for event_type in SYNCED_EVENT_TYPES.iter().copied().chain(["other"]) {
         for outcome in [APPLIED, DUPLICATE, STALE, IGNORED, INVALID_PAYLOAD, FAILED] {
             counter!(WEBHOOK_EVENTS, "event_type" => event_type, "outcome" => outcome).increment(0);
         }
@@ -131,6 +160,10 @@ fn zero_series() {
     for outcome in ["created", "updated", "unchanged", "tombstoned", "pruned", "failed"] {
         counter!(BACKFILL_USERS, "outcome" => outcome).increment(0);
     }
+    for outcome in ["delivered", "rejected", "unreachable"] {
+        counter!(FORWARD_DELIVERIES, "outcome" => outcome).increment(0);
+    }
+    gauge!(FORWARD_LAG).set(0.0);
     // 0 until a walk of the whole list succeeds in this process.
     gauge!(BACKFILL_LAST_SUCCESS).set(0.0);
 }
@@ -139,6 +172,14 @@ fn describe() {
     describe_counter!(
         USERS_CREATED,
         "Users rows created, by the path that created them (webhook, fallback, backfill)."
+    );
+    describe_counter!(
+        ORGANIZATIONS_CREATED,
+        "Organizations rows created, by the path that created them (webhook, fallback, backfill)."
+    );
+    describe_counter!(
+        MEMBERSHIPS_CREATED,
+        "Organization membership rows created, by the path that created them (webhook, backfill)."
     );
     describe_counter!(WEBHOOK_EVENTS, "Clerk webhook deliveries, by event type and outcome.");
     describe_counter!(
@@ -167,6 +208,15 @@ fn describe() {
     describe_gauge!(
         BACKFILL_LAST_SUCCESS,
         "Unix time of the last backfill or reconciliation that read Clerk's whole user list."
+    );
+    describe_counter!(
+        FORWARD_DELIVERIES,
+        "Attempts to forward a change to the application, by outcome (delivered, rejected: non-2xx, unreachable)."
+    );
+    describe_gauge!(
+        FORWARD_LAG,
+        Unit::Seconds,
+        "How long the oldest change not yet acknowledged by the application has waited (0 when caught up)."
     );
     describe_counter!(
         HARD_DELETE_REFUSED,
