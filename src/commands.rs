@@ -30,7 +30,7 @@ pub async fn migrate(settings: Settings) -> i32 {
         Ok(db) => db,
         Err(e) => return fail(&format!("database.url (DATABASE_URL): {e}"), EX_UNAVAILABLE),
     };
-    let code = match db.migrate().await {
+    let code = match db.migrate(settings.supabase.rls).await {
         Ok(()) => {
             println!("migrations applied ({})", settings.database.backend());
             0
@@ -90,8 +90,17 @@ pub async fn send_test_event(
         Ok(w) => w,
         Err(e) => return fail(&format!("clerk.webhook_signing_secret: {e}"), EX_CONFIG),
     };
-    let user_id = user_id.unwrap_or_else(sample::user_id);
-    let body = sample::event(kind, &user_id).to_string();
+    if let Some(given) = user_id.as_deref().filter(|id| !kind.fits(id)) {
+        eprintln!(
+            "clerk-sync: {given:?} is not a Clerk {} id; {} needs one, so a fresh id is used",
+            kind.noun(),
+            kind.as_str()
+        );
+    }
+    let id = sample::record_id(kind, user_id);
+    let event = sample::event(kind, &id);
+    let subject = sample::describe(kind, &event);
+    let body = event.to_string();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -105,7 +114,7 @@ pub async fn send_test_event(
         Some(given) => webhook_url(&given),
         None => format!("http://{}/webhooks/clerk", settings.server.listen),
     };
-    println!("POST {url}\n{} for {user_id} (svix-id {msg_id})", kind.as_str());
+    println!("POST {url}\n{} for {subject} (svix-id {msg_id})", kind.as_str());
     let response = reqwest::Client::new()
         .post(&url)
         .header("content-type", "application/json")
@@ -121,6 +130,12 @@ pub async fn send_test_event(
             let text = r.text().await.unwrap_or_default();
             println!("{} {}", status.as_u16(), text);
             if status.is_success() {
+                if kind != kind.deletion() {
+                    println!(
+                        "to delete it: clerk-sync send-test-event --type {} --id {id}",
+                        kind.deletion().as_str()
+                    );
+                }
                 0
             } else {
                 fail(&format!("POST {url} answered {status}: {}", explain(status)), 1)
@@ -188,7 +203,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// `clerk-sync backfill`: walk Clerk's user list into the table; non-zero exit on failure.
+/// `clerk-sync backfill`: walk Clerk's users, organizations and memberships into the tables (`--only` picks);
+/// non-zero exit on failure, or when the database refused any record.
 pub async fn backfill(settings: Settings, options: crate::backfill::Options) -> i32 {
     use crate::backfill::{Backfill, BackfillError};
     let backfill = match Backfill::connect(&settings).await {
@@ -203,7 +219,7 @@ pub async fn backfill(settings: Settings, options: crate::backfill::Options) -> 
     match result {
         Ok(summary) => {
             println!("{}", crate::backfill::progress::describe(&summary, options.dry_run));
-            if summary.failed > 0 {
+            if summary.failed() > 0 {
                 1
             } else {
                 0

@@ -26,9 +26,10 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted) and check the database and signing secret.
     CheckConfig,
-    /// Walk Clerk's whole user list into the table (resumable; Ctrl-C and run again to continue).
+    /// Walk Clerk's users, organizations and memberships into the tables (resumable; Ctrl-C and run again to
+    /// continue).
     Backfill {
-        /// Tombstone (soft-delete) users that are in the table but no longer in Clerk, after a complete read.
+        /// Tombstone (soft-delete) records that are in the tables but no longer in Clerk, after a complete read.
         #[arg(long)]
         prune: bool,
         /// Read everything, write nothing, print what would change.
@@ -37,14 +38,18 @@ enum Command {
         /// Start from the beginning instead of continuing an interrupted run.
         #[arg(long)]
         restart: bool,
+        /// Walk only these: users, organizations, memberships (repeatable or comma-separated; default all).
+        #[arg(long, value_delimiter = ',', value_parser = clerk_sync::backfill::Only::parse_walk)]
+        only: Vec<clerk_sync::store::Kind>,
     },
     /// Sign a realistic Clerk event with the configured secret and POST it to a running daemon.
     SendTestEvent {
-        /// user.created, user.updated or user.deleted.
+        /// user.created|updated|deleted, organization.created|updated|deleted or
+        /// organizationMembership.created|updated|deleted.
         #[arg(long = "type", default_value = "user.created", value_parser = parse_type)]
         event_type: SampleType,
-        /// Clerk user id to use (default: a fresh one).
-        #[arg(long)]
+        /// Clerk id of the record (user_…, org_… or orgmem_…, by type; default: a fresh one).
+        #[arg(long, alias = "id")]
         user_id: Option<String>,
         /// Webhook URL (default: http://<server.listen>/webhooks/clerk).
         #[arg(long)]
@@ -53,7 +58,7 @@ enum Command {
 }
 
 fn parse_type(s: &str) -> Result<SampleType, String> {
-    SampleType::parse(s).ok_or_else(|| format!("{s:?}: expected user.created, user.updated or user.deleted"))
+    SampleType::parse(s).ok_or_else(|| format!("{s:?}: expected one of {}", SampleType::NAMES.join(", ")))
 }
 
 /// The runtime is built by hand so telemetry starts and stops outside it: the OTLP exporter's blocking HTTP
@@ -96,11 +101,13 @@ async fn run(command: Command, settings: Settings) -> i32 {
             prune,
             dry_run,
             restart,
+            only,
         } => {
             let options = clerk_sync::backfill::Options {
                 prune,
                 dry_run,
                 restart,
+                only: clerk_sync::backfill::Only::of(&only),
             };
             commands::backfill(settings, options).await
         }

@@ -1,8 +1,9 @@
-//! Reconciliation inside `serve`: the backfill, run every `reconcile.interval` by one replica at a time.
+//! Reconciliation inside `serve`: the backfill of every walk (users, organizations, memberships), run every
+//! `reconcile.interval` by one replica at a time.
 
 use std::time::Duration;
 
-use super::{Backfill, Options, Quiet};
+use super::{walk_name, Backfill, Options, Quiet, Walked, WALKS};
 
 /// The advisory lock every replica competes for.
 const LOCK: &str = "clerk-sync reconcile";
@@ -30,14 +31,28 @@ pub async fn every(backfill: Backfill, every: Duration, prune: bool) {
             ..Options::default()
         };
         match backfill.run(options, &mut Quiet).await {
-            Ok(s) if s.created + s.updated + s.pruned > 0 => tracing::warn!(
-                created = s.created,
-                updated = s.updated,
-                pruned = s.pruned,
-                scanned = s.scanned,
-                "reconcile fixed users that webhooks missed: check the webhook endpoint in Clerk's dashboard"
-            ),
-            Ok(s) => tracing::info!(scanned = s.scanned, "reconcile: the table matches Clerk"),
+            Ok(summary) => {
+                for kind in WALKS {
+                    let t = summary.of(kind);
+                    if t.created + t.updated + t.pruned > 0 {
+                        tracing::warn!(
+                            walk = walk_name(kind),
+                            created = t.created,
+                            updated = t.updated,
+                            pruned = t.pruned,
+                            scanned = t.scanned,
+                            "reconcile fixed records that webhooks missed: check the webhook endpoint (and its \
+                             subscribed events) in Clerk's dashboard"
+                        );
+                    } else if matches!(t.walked, Walked::Fresh | Walked::Resumed) {
+                        tracing::info!(
+                            walk = walk_name(kind),
+                            scanned = t.scanned,
+                            "reconcile: the table matches Clerk"
+                        );
+                    }
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "reconcile failed; the next one continues where it stopped"),
         }
         lock.release().await;

@@ -1,9 +1,9 @@
-//! `clerk-sync backfill` against a fake Clerk list endpoint, on both backends.
+//! `clerk-sync backfill` of users against a fake Clerk list endpoint, on both backends.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use clerk_sync::backfill::{Options, Summary};
+use clerk_sync::backfill::{Only, Options, Summary};
 use serde_json::{json, Value};
 use wiremock::{Request, Respond, ResponseTemplate};
 
@@ -91,6 +91,12 @@ async fn mount(app: &TestApp, users: &[ClerkUser], failing: Vec<usize>, fail: u1
         .respond_with(ArcList(list.clone()))
         .mount(app.clerk())
         .await;
+    // A run walks organizations too (tests/api/backfill_organizations.rs): this instance has none.
+    wiremock::Mock::given(method("GET"))
+        .and(path("/v1/organizations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [], "total_count": 0})))
+        .mount(app.clerk())
+        .await;
     list
 }
 
@@ -106,6 +112,7 @@ const PRUNE: Options = Options {
     prune: true,
     dry_run: false,
     restart: false,
+    only: Only::ALL,
 };
 
 fn users(n: usize) -> Vec<ClerkUser> {
@@ -121,7 +128,7 @@ both_backends!(empty_list, |backend| async move {
     let app = spawn_app_with_clerk(backend, &[]).await;
     mount(&app, &[], vec![], 500).await;
     let summary = run(&app, Options::default()).await;
-    assert_eq!((summary.scanned, summary.created), (0, 0), "{summary:?}");
+    assert_eq!((summary.users.scanned, summary.users.created), (0, 0), "{summary:?}");
     assert_eq!(app.db.count_all_users().await, 0);
 });
 
@@ -131,9 +138,9 @@ both_backends!(pages_of_every_shape_are_walked_whole, |backend| async move {
         let all = users(n);
         mount(&app, &all, vec![], 500).await;
         let summary = run(&app, Options::default()).await;
-        assert_eq!(summary.scanned, n as u64, "{n}: {summary:?}");
-        assert_eq!(summary.created, n as u64, "{n}: {summary:?}");
-        assert_eq!(summary.failed, 0);
+        assert_eq!(summary.users.scanned, n as u64, "{n}: {summary:?}");
+        assert_eq!(summary.users.created, n as u64, "{n}: {summary:?}");
+        assert_eq!(summary.users.failed, 0);
         assert_eq!(app.db.count_all_users().await, n as i64);
         let row = app.db.user(&all[n - 1].id).await.expect("last user stored");
         assert_eq!(row.created_via, "backfill");
@@ -142,7 +149,7 @@ both_backends!(pages_of_every_shape_are_walked_whole, |backend| async move {
         // A second run changes nothing.
         let again = run(&app, Options::default()).await;
         assert_eq!(
-            (again.created, again.updated, again.unchanged),
+            (again.users.created, again.users.updated, again.users.unchanged),
             (0, 0, n as u64),
             "{again:?}"
         );
@@ -157,7 +164,11 @@ both_backends!(
         let list = mount(&app, &all, vec![], 500).await;
         list.refuse_cursor.store(true, Ordering::SeqCst);
         let summary = run(&app, Options::default()).await;
-        assert_eq!((summary.scanned, summary.created), (1100, 1100), "{summary:?}");
+        assert_eq!(
+            (summary.users.scanned, summary.users.created),
+            (1100, 1100),
+            "{summary:?}"
+        );
         assert_eq!(app.db.count_all_users().await, 1100);
     }
 );
@@ -167,7 +178,7 @@ both_backends!(a_429_mid_run_is_waited_out, |backend| async move {
     let all = users(1200);
     mount(&app, &all, vec![1], 429).await;
     let summary = run(&app, Options::default()).await;
-    assert_eq!(summary.created, 1200, "{summary:?}");
+    assert_eq!(summary.users.created, 1200, "{summary:?}");
 });
 
 both_backends!(a_failing_clerk_stops_the_run_and_it_resumes, |backend| async move {
@@ -184,10 +195,10 @@ both_backends!(a_failing_clerk_stops_the_run_and_it_resumes, |backend| async mov
     // Resumed: it continues after the first page (not from the start) and prunes nothing it did not see.
     let served_before = list.served.load(Ordering::SeqCst);
     let summary = run(&app, PRUNE).await;
-    assert!(summary.resumed, "{summary:?}");
-    assert_eq!(summary.created, 700, "only the rest is written: {summary:?}");
-    assert_eq!(summary.scanned, 1200, "{summary:?}");
-    assert_eq!(summary.pruned, 0);
+    assert!(summary.users.resumed(), "{summary:?}");
+    assert_eq!(summary.users.created, 700, "only the rest is written: {summary:?}");
+    assert_eq!(summary.users.scanned, 1200, "{summary:?}");
+    assert_eq!(summary.users.pruned, 0);
     assert_eq!(app.db.count_all_users().await, 1200);
     assert!(list.served.load(Ordering::SeqCst) > served_before);
 
@@ -200,8 +211,8 @@ both_backends!(a_failing_clerk_stops_the_run_and_it_resumes, |backend| async mov
         },
     )
     .await;
-    assert!(!restarted.resumed);
-    assert_eq!(restarted.scanned, 1200);
+    assert!(!restarted.users.resumed());
+    assert_eq!(restarted.users.scanned, 1200);
 });
 
 both_backends!(prune_tombstones_only_after_a_whole_read, |backend| async move {
@@ -222,7 +233,7 @@ both_backends!(prune_tombstones_only_after_a_whole_read, |backend| async move {
 
     list.heal();
     let summary = run(&app, PRUNE).await;
-    assert_eq!(summary.pruned, 1, "{summary:?}");
+    assert_eq!(summary.users.pruned, 1, "{summary:?}");
     let row = app.db.user(&gone.id).await.expect("row");
     assert!(row.deleted_at.is_some(), "absent from Clerk: tombstoned {row:?}");
     assert_eq!(row.updated_via.as_deref(), Some("backfill"));
@@ -246,9 +257,9 @@ both_backends!(dry_run_writes_nothing, |backend| async move {
         },
     )
     .await;
-    assert_eq!(summary.scanned, 700);
+    assert_eq!(summary.users.scanned, 700);
     assert_eq!(
-        (summary.created, summary.updated, summary.unchanged),
+        (summary.users.created, summary.users.updated, summary.users.unchanged),
         (698, 1, 1),
         "{summary:?}"
     );
@@ -263,7 +274,10 @@ both_backends!(dry_run_writes_nothing, |backend| async move {
         },
     )
     .await;
-    assert_eq!(summary.pruned, 1, "one live user is absent from Clerk: {summary:?}");
+    assert_eq!(
+        summary.users.pruned, 1,
+        "one live user is absent from Clerk: {summary:?}"
+    );
     assert!(
         app.db.user(&gone.id).await.expect("row").deleted_at.is_none(),
         "but not tombstoned"
@@ -283,7 +297,11 @@ both_backends!(tombstoned_users_stay_tombstoned, |backend| async move {
         .await;
     mount(&app, &all, vec![], 500).await;
     let summary = run(&app, Options::default()).await;
-    assert_eq!((summary.created, summary.skipped_tombstoned), (2, 1), "{summary:?}");
+    assert_eq!(
+        (summary.users.created, summary.users.skipped_tombstoned),
+        (2, 1),
+        "{summary:?}"
+    );
     assert_eq!(app.db.count_users(&all[1].id).await, 0, "no row for a deleted user");
 });
 
@@ -323,7 +341,7 @@ both_backends!(
         };
         let summary = run(&app, Options::default()).await;
         webhooks.await.expect("webhook task");
-        assert_eq!(summary.scanned, 1000);
+        assert_eq!(summary.users.scanned, 1000);
         for (i, user) in all.iter().enumerate() {
             let row = app.db.user(&user.id).await.expect("row");
             let expected = if i % 3 == 0 { "Newer" } else { "Ada" };
