@@ -436,3 +436,136 @@ async fn send_test_event_accepts_a_base_url_and_explains_failures() {
         "the error must point at the secret: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_event_sends_a_membership_and_then_its_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = sqlite_url(dir.path());
+    let secret = secret();
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
+        ("CLERK_SYNC_LISTEN", listen.as_str()),
+        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+    ];
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+    let child = clerk_sync(dir.path(), &["serve"], &vars)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start clerk-sync serve");
+    let mut daemon = Daemon(child);
+    wait_ready(port, &mut daemon).await;
+    let base = format!("http://127.0.0.1:{port}");
+
+    let args = [
+        "send-test-event",
+        "--type",
+        "organizationMembership.created",
+        "--url",
+        base.as_str(),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &args, &vars);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let answer = stdout
+        .lines()
+        .find(|l| l.starts_with("200 "))
+        .unwrap_or_else(|| panic!("no 200 answer: {stdout}"));
+    let answer: serde_json::Value =
+        serde_json::from_str(&answer["200 ".len()..]).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(answer["outcome"], "applied", "{stdout}");
+
+    let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().expect("sqlite URL");
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open the SQLite file");
+    let memberships: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT clerk_id, organization_clerk_id, user_clerk_id, created_via, deleted_at FROM organization_memberships",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("read memberships");
+    assert_eq!(memberships.len(), 1, "{memberships:?}");
+    let (membership, organization, user, via, deleted_at) = memberships[0].clone();
+    assert!(membership.starts_with("orgmem_"), "{memberships:?}");
+    assert!(organization.starts_with("org_"), "{memberships:?}");
+    assert!(user.starts_with("user_"), "{memberships:?}");
+    assert_eq!((via.as_str(), deleted_at), ("webhook", None));
+    for id in [&membership, &organization, &user] {
+        assert!(stdout.contains(id.as_str()), "stdout should name {id}: {stdout}");
+    }
+    assert!(
+        stdout.contains("organization membership"),
+        "stdout should say what the id names: {stdout}"
+    );
+    let organizations: Vec<(String,)> = sqlx::query_as("SELECT clerk_id FROM organizations")
+        .fetch_all(&pool)
+        .await
+        .expect("read organizations");
+    assert_eq!(
+        organizations,
+        [(organization.clone(),)],
+        "the embedded organization is stored"
+    );
+
+    // The id it printed deletes the membership.
+    let hint = format!("--type organizationMembership.deleted --id {membership}");
+    assert!(
+        stdout.contains(&hint),
+        "stdout should say how to delete it ({hint}): {stdout}"
+    );
+    let args = [
+        "send-test-event",
+        "--type",
+        "organizationMembership.deleted",
+        "--id",
+        membership.as_str(),
+        "--url",
+        base.as_str(),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &args, &vars);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("200") && stdout.contains("applied"), "{stdout}");
+    let deleted: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT deleted_at FROM organization_memberships WHERE clerk_id = ?")
+            .bind(&membership)
+            .fetch_all(&pool)
+            .await
+            .expect("read the membership");
+    assert!(
+        matches!(deleted.as_slice(), [(Some(_),)]),
+        "the membership should be tombstoned: {deleted:?}"
+    );
+
+    // An id of another kind is not sent as an organization id: a fresh one is, and stderr says so.
+    let args = [
+        "send-test-event",
+        "--type",
+        "organization.created",
+        "--id",
+        user.as_str(),
+        "--url",
+        base.as_str(),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &args, &vars);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("applied"), "{stdout}");
+    assert!(
+        stderr.contains(&user) && stderr.contains("organization id"),
+        "stderr should explain: {stderr}"
+    );
+    let organizations: Vec<(String,)> = sqlx::query_as("SELECT clerk_id FROM organizations ORDER BY created_at")
+        .fetch_all(&pool)
+        .await
+        .expect("read organizations");
+    pool.close().await;
+    assert_eq!(organizations.len(), 2, "{organizations:?}");
+    assert!(
+        organizations.iter().all(|(id,)| id.starts_with("org_")),
+        "{organizations:?}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -294,6 +294,32 @@ fn dashboard_answers_the_operators_questions() {
             ],
         ),
         ("live actors", &["clerk_sync_user_actors"]),
+        (
+            "organizations created per path",
+            &["sumby(source)", "rate(clerk_sync_organizations_created_total"],
+        ),
+        (
+            "memberships created per path",
+            &["sumby(source)", "rate(clerk_sync_memberships_created_total"],
+        ),
+        (
+            "organization events by type",
+            &[
+                "sumby(event_type)",
+                "clerk_sync_webhook_events_total",
+                "event_type=~\"organization[.].*\"",
+                "outcome=\"applied\"",
+            ],
+        ),
+        (
+            "membership events by type",
+            &[
+                "sumby(event_type)",
+                "clerk_sync_webhook_events_total",
+                "event_type=~\"organizationMembership",
+                "outcome=\"applied\"",
+            ],
+        ),
     ];
     for (question, needles) in questions {
         assert!(
@@ -308,6 +334,93 @@ fn dashboard_answers_the_operators_questions() {
             sql.contains(needle),
             "the PostgreSQL table panel's rawSql lacks {needle:?}: {sql}"
         );
+    }
+}
+
+/// Grafana keeps panels apart by `gridPos` and tells them apart by `id`: a clash hides a panel or mixes up
+/// links and edits.
+#[test]
+fn dashboard_layout_has_unique_ids_and_no_overlap() {
+    let d = dashboard();
+    let all = panels(&d);
+    let mut ids: Vec<i64> = all
+        .iter()
+        .map(|p| p["id"].as_i64().expect("panel without id"))
+        .collect();
+    ids.sort_unstable();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "panel ids must be unique");
+    let rect = |p: &Value| {
+        let g = &p["gridPos"];
+        let n = |k: &str| {
+            g[k].as_i64()
+                .unwrap_or_else(|| panic!("panel {}: no gridPos.{k}", p["title"]))
+        };
+        (n("x"), n("y"), n("w"), n("h"))
+    };
+    // Panels nested in a collapsed row are laid out when it opens, over the space below it: check each set alone.
+    let mut sets: Vec<Vec<&Value>> = vec![d["panels"].as_array().expect("panels").iter().collect()];
+    sets.extend(
+        all.iter()
+            .filter_map(|p| p["panels"].as_array())
+            .map(|n| n.iter().collect()),
+    );
+    for set in sets {
+        for (i, a) in set.iter().enumerate() {
+            let (ax, ay, aw, ah) = rect(a);
+            assert!(
+                ax >= 0 && aw > 0 && ah > 0 && ax + aw <= 24,
+                "panel {}: gridPos out of the grid",
+                a["title"]
+            );
+            for b in &set[i + 1..] {
+                let (bx, by, bw, bh) = rect(b);
+                let apart = ax + aw <= bx || bx + bw <= ax || ay + ah <= by || by + bh <= ay;
+                assert!(apart, "panels {} and {} overlap", a["title"], b["title"]);
+            }
+        }
+    }
+}
+
+/// The Organizations row holds the organization and membership panels (the ones listed until the next row).
+#[test]
+fn organizations_row_holds_the_organization_panels() {
+    let d = dashboard();
+    let top = d["panels"].as_array().expect("panels");
+    let row = top
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Organizations")
+        .expect("no row titled \"Organizations\"");
+    // A collapsed row nests its panels; an open one is followed by them, up to the next row.
+    let following: Vec<&Value> = top[row + 1..].iter().take_while(|p| p["type"] != "row").collect();
+    let mut inside: Vec<&Value> = top[row]["panels"].as_array().into_iter().flatten().collect();
+    inside.extend(&following);
+    let mut titles: Vec<&str> = inside.iter().filter_map(|p| p["title"].as_str()).collect();
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        [
+            "Membership events by type",
+            "Memberships created per path",
+            "Organization events by type",
+            "Organizations created per path",
+        ]
+    );
+    let (row_y, below) = (top[row]["gridPos"]["y"].as_i64(), top.get(row + 1 + following.len()));
+    for panel in &inside {
+        assert!(
+            panel["gridPos"]["y"].as_i64() > row_y,
+            "{} is above its row",
+            panel["title"]
+        );
+        if let Some(next) = below {
+            assert!(
+                panel["gridPos"]["y"].as_i64() < next["gridPos"]["y"].as_i64(),
+                "{} is below the next row",
+                panel["title"]
+            );
+        }
     }
 }
 
@@ -330,8 +443,8 @@ fn alert_expressions_use_exported_metrics() {
     let alerts = alert_exprs();
     assert_eq!(
         alerts.len(),
-        6,
-        "expected 6 alert expressions in alerts.yml: {alerts:#?}"
+        7,
+        "expected 7 alert expressions in alerts.yml: {alerts:#?}"
     );
     for (name, expr) in alerts {
         assert!(

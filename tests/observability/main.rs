@@ -9,6 +9,7 @@
 mod common;
 mod daemon;
 mod dashboards;
+mod forwarding;
 #[path = "../support/ids.rs"]
 mod ids;
 mod metrics_endpoint;

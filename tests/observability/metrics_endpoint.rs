@@ -89,8 +89,11 @@ async fn metrics_endpoint_exports_every_metric_without_identifiers() {
         })
     };
     let mut missing = Vec::new();
-    // `_seconds` names are histograms, except Unix timestamps, which are gauges.
-    let histogram = |name: &str| name.ends_with("_seconds") && !name.ends_with("_timestamp_seconds");
+    // `_seconds` names are histograms, except Unix timestamps and the forwarding lag (the age of the oldest
+    // unforwarded change, sampled), which are gauges.
+    let histogram = |name: &str| {
+        name.ends_with("_seconds") && !name.ends_with("_timestamp_seconds") && name != "clerk_sync_forward_lag_seconds"
+    };
     for name in ALL {
         if !described(name) {
             missing.push(format!("{name}: no `# HELP` line"));
