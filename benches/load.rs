@@ -1,6 +1,6 @@
-//! Issue 7's figures, each as a ratio measured side by side in one run (the machine is shared and noisy).
+//! Issue 7's figures (and 9's and 11's), each as a ratio measured side by side in one run (the machine is shared and noisy).
 //!
-//! `cargo bench --bench load [-- pg sqlite lookup memory clerk backfill]` (all by default). Needs PostgreSQL
+//! `cargo bench --bench load [-- pg sqlite lookup memory clerk backfill feed]` (all by default). Needs PostgreSQL
 //! (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`). With `BENCH_WRITE=1` the
 //! figures replace the marked section of `BENCHMARKS.md`.
 
@@ -10,6 +10,8 @@ mod client;
 mod daemon;
 #[path = "load/fake_clerk.rs"]
 mod fake_clerk;
+#[path = "load/feed.rs"]
+mod feed;
 
 use std::time::{Duration, Instant};
 
@@ -96,8 +98,8 @@ async fn baseline(n: usize) -> f64 {
     rate
 }
 
-async fn ingest(url: &str, prefix: &str, n: usize) -> client::Run {
-    let daemon = Daemon::start(url, &[]).await;
+async fn ingest(url: &str, prefix: &str, n: usize, extra: &[(&str, String)]) -> client::Run {
+    let daemon = Daemon::start(url, extra).await;
     let (_, warm) = events(&format!("{prefix}w"), 2_000);
     drive(daemon.port, warm, CONNECTIONS, LIMIT).await;
     let (_, requests) = events(prefix, n);
@@ -110,7 +112,7 @@ async fn pg(out: &mut Vec<String>) {
     let n = 30_000;
     let base = baseline(n).await;
     let db = PgDatabase::create().await;
-    let mut run = ingest(&db.url(), "pg", n).await;
+    let mut run = ingest(&db.url(), "pg", n, &[]).await;
     check("pg", &run);
     db.drop_now().await;
     let (rate, p99) = (run.per_sec(), run.p99());
@@ -124,7 +126,7 @@ async fn pg(out: &mut Vec<String>) {
 async fn sqlite(out: &mut Vec<String>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let mut run = ingest(&url, "sq", 30_000).await;
+    let mut run = ingest(&url, "sq", 30_000, &[]).await;
     check("sqlite", &run);
     let (rate, p99) = (run.per_sec(), run.p99());
     out.push(format!(
@@ -397,6 +399,9 @@ fn main() {
         if runs("backfill") {
             backfill(&mut out, "postgres").await;
             backfill(&mut out, "sqlite").await;
+        }
+        if runs("feed") {
+            feed::feed(&mut out).await;
         }
     });
     for line in &out {
