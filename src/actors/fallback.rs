@@ -140,13 +140,23 @@ async fn fly(
             .map(|u| Entity::User(u.into_user_data())),
     };
     let entity = match fetched {
-        Err(ClerkError::NotFound) => {
-            // A stored row stays readable until its user.deleted arrives; only a true miss is remembered.
-            if mode == FetchMode::GetOrCreate {
-                ctx.cache.remember_missing(clerk_id).await;
-            }
-            return Err(FallbackError::NotFound);
+        Err(ClerkError::NotFound) if mode == FetchMode::GetOrCreate => {
+            // Clerk's answer may be older than a creation that committed while it was on its way (a webhook
+            // here, another replica's write). The miss is remembered only by a read in the lane that still finds
+            // no row: a creation committed before that read is served; one committed after it clears the
+            // memory, since its invalidation comes after this job.
+            return match run(shard, clerk_id, |reply| Job::ConfirmMissing { reply }).await?? {
+                Stored::Found(json) => Ok(FlightOutcome {
+                    json,
+                    created: false,
+                    claimed: Arc::new(AtomicBool::new(false)),
+                }),
+                Stored::Missing => Err(FallbackError::NotFound),
+                Stored::Tombstoned => Err(FallbackError::Gone),
+            };
         }
+        // A stored row stays readable until its delete arrives: a sync that Clerk answers 404 changes nothing.
+        Err(ClerkError::NotFound) => return Err(FallbackError::NotFound),
         other => other?,
     };
     if entity.clerk_id() != clerk_id {

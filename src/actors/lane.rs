@@ -37,6 +37,10 @@ pub enum Job {
     },
     /// Drop the cache entry: the record changed elsewhere (see `ShardMsg::Invalidate`).
     Invalidate,
+    /// Clerk said "no such record": read it again, and remember the miss only if the row is still missing.
+    ConfirmMissing {
+        reply: RpcReplyPort<Result<Stored, FallbackError>>,
+    },
 }
 
 impl Job {
@@ -57,6 +61,13 @@ impl Job {
                 let _ = reply.send(load(ctx, clerk_id).await);
             }
             Job::Invalidate => ctx.cache.invalidate(clerk_id).await,
+            Job::ConfirmMissing { reply } => {
+                let stored = load(ctx, clerk_id).await;
+                if let Ok(Stored::Missing) = stored {
+                    ctx.cache.remember_missing(clerk_id).await;
+                }
+                let _ = reply.send(stored);
+            }
         }
     }
 }
