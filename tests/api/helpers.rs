@@ -425,3 +425,136 @@ pub async fn into_json(response: reqwest::Response) -> (StatusCode, Value) {
     let text = response.text().await.expect("cannot read the response body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// A Server-Sent Events client for `GET /v1/changes` (tests/api/feed.rs).
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    /// The `data:` lines, joined with `\n`.
+    pub data: String,
+}
+
+/// An open event stream: bytes are read as they arrive and split into events at blank lines.
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+    /// Comment lines (`: ...`, keep-alives) seen so far.
+    pub comments: usize,
+    ended: bool,
+}
+
+impl SseStream {
+    /// The next event, or `None` when none arrives within `within` or the stream ended.
+    pub async fn next_event(&mut self, within: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(event) = self.parse_one() {
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return None,
+                Ok(Ok(Some(bytes))) => {
+                    let text = std::str::from_utf8(&bytes).expect("the event stream is not UTF-8");
+                    self.buffer.push_str(&text.replace("\r\n", "\n"));
+                }
+                Ok(Ok(None)) => self.ended = true,
+                Ok(Err(e)) => panic!("the event stream failed: {e}"),
+            }
+        }
+    }
+
+    /// Exactly `n` events, each within `within` of the previous one (panics otherwise).
+    pub async fn take(&mut self, n: usize, within: Duration) -> Vec<SseEvent> {
+        let mut events = Vec::with_capacity(n);
+        while events.len() < n {
+            match self.next_event(within).await {
+                Some(event) => events.push(event),
+                None => panic!(
+                    "the event stream gave {} of {n} events, then nothing for {within:?}: {events:?}",
+                    events.len()
+                ),
+            }
+        }
+        events
+    }
+
+    /// Whether the server closed the stream.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Takes one complete event block off the buffer (blocks holding only comments are counted and skipped).
+    fn parse_one(&mut self) -> Option<SseEvent> {
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            let mut event = SseEvent {
+                id: None,
+                event: None,
+                data: String::new(),
+            };
+            let mut data_lines: Vec<&str> = Vec::new();
+            let mut fields = 0;
+            for line in block.lines().filter(|l| !l.is_empty()) {
+                if line.starts_with(':') {
+                    self.comments += 1;
+                    continue;
+                }
+                fields += 1;
+                let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match name {
+                    "id" => event.id = Some(value.to_string()),
+                    "event" => event.event = Some(value.to_string()),
+                    "data" => data_lines.push(value),
+                    other => panic!("unexpected SSE field {other:?} in {block:?}"),
+                }
+            }
+            if fields > 0 {
+                event.data = data_lines.join("\n");
+                return Some(event);
+            }
+        }
+        None
+    }
+}
+
+impl TestApp {
+    /// Opens `GET {address}/v1/changes{query}` with `Accept: text/event-stream`, the service token and, when
+    /// given, `Last-Event-ID`; asserts 200 with an event-stream content type.
+    pub async fn changes_stream(&self, address: &str, query: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut request = self
+            .client
+            .get(format!("{address}/v1/changes{query}"))
+            .header("accept", "text/event-stream")
+            .header("authorization", format!("Bearer {SERVICE_TOKEN}"))
+            // Longer than any test keeps a stream open; the client's default would cut it at 30 s.
+            .timeout(Duration::from_secs(300));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("GET /v1/changes (SSE) failed to send");
+        assert_eq!(response.status(), StatusCode::OK, "GET /v1/changes{query} (SSE)");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "content-type of the stream: {content_type:?}"
+        );
+        SseStream {
+            response,
+            buffer: String::new(),
+            comments: 0,
+            ended: false,
+        }
+    }
+}
