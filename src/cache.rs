@@ -57,6 +57,14 @@ impl UserCache {
         self.users.insert(clerk_id.to_owned(), user).await;
     }
 
+    /// [`UserCache::invalidate`] when there is anything to drop: checking is much cheaper than invalidating,
+    /// and most records another replica (or this one) changes are not cached here.
+    pub async fn invalidate_if_present(&self, clerk_id: &str) {
+        if self.users.contains_key(clerk_id) || self.not_found.contains_key(clerk_id) {
+            self.invalidate(clerk_id).await;
+        }
+    }
+
     pub async fn invalidate(&self, clerk_id: &str) {
         self.users.invalidate(clerk_id).await;
         self.not_found.invalidate(clerk_id).await;

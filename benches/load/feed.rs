@@ -28,10 +28,10 @@ async fn ingest_rate(feed: bool, prefix: &str, n: usize) -> f64 {
 }
 
 pub async fn feed(out: &mut Vec<String>) {
-    // Alternating off / on twice, so drift of the shared machine falls on both sides alike.
-    let n = 20_000;
+    // Alternating off / on three times, so drift of the shared machine falls on both sides alike.
+    let n = 30_000;
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..2 {
+    for round in 0..3 {
         off.push(ingest_rate(false, &format!("foff{round}"), n).await);
         on.push(ingest_rate(true, &format!("fon{round}"), n).await);
     }

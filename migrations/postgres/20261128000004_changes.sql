@@ -9,7 +9,6 @@ CREATE TABLE clerk_sync_changes (
     via      text NOT NULL CHECK (via IN ('webhook', 'fallback', 'backfill')),
     at       timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX clerk_sync_changes_at ON clerk_sync_changes (at);
 
 -- The highest seq pruned so far (retention): a follower asking for changes after an older seq has missed some.
 CREATE TABLE clerk_sync_changes_pruned (

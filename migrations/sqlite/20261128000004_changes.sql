@@ -8,7 +8,6 @@ CREATE TABLE clerk_sync_changes (
     via      TEXT NOT NULL CHECK (via IN ('webhook', 'fallback', 'backfill')),
     at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
-CREATE INDEX clerk_sync_changes_at ON clerk_sync_changes (at);
 
 CREATE TABLE clerk_sync_changes_pruned (
     id      INTEGER PRIMARY KEY CHECK (id = 1),

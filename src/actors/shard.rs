@@ -178,7 +178,7 @@ impl Actor for Shard {
                         // this removes it.
                         Some(lane) => lane.push_back((Job::Invalidate, tracing::Span::current())),
                         // No job runs, so no read is under way: any later read sees the commit.
-                        None => state.ctx.cache.invalidate(&id).await,
+                        None => state.ctx.cache.invalidate_if_present(&id).await,
                     }
                 }
             }

@@ -102,7 +102,7 @@ impl Forwarder {
             if !lock.is_held().await {
                 return Ok(());
             }
-            let pruned = self.db.feed_head().await?.pruned_through;
+            let pruned = self.db.feed_pruned_through().await?;
             if cursor < pruned {
                 tracing::error!(
                     cursor,
@@ -112,7 +112,8 @@ impl Forwarder {
                 );
                 cursor = pruned;
             }
-            let page = self.db.changes_after(cursor, PAGE).await?;
+            let upto = *head.borrow_and_update();
+            let page = self.db.changes_after(cursor, PAGE, upto).await?;
             let Some(oldest) = page.first() else {
                 ::metrics::gauge!(metrics::FORWARD_LAG).set(0.0);
                 // Woken by the follower when anything commits; the timeout bounds a missed wake-up.

@@ -22,7 +22,8 @@ use crate::store::Db;
 /// Most changes read per query while catching up.
 const PAGE: i64 = 1000;
 
-/// What readers of the feed share: the highest seq this replica has seen committed.
+/// What readers of the feed share: the horizon this replica has seen — every change up to it is committed and
+/// none can still appear below it — so readers that stop there never skip one committed later.
 #[derive(Clone, Debug)]
 pub struct FeedHandle {
     head: watch::Receiver<i64>,
@@ -34,7 +35,7 @@ impl FeedHandle {
         self.head.clone()
     }
 
-    /// The highest seq seen committed.
+    /// The horizon: read changes up to this seq, no further.
     pub fn head(&self) -> i64 {
         *self.head.borrow()
     }
@@ -58,8 +59,7 @@ pub fn follow(
 }
 
 async fn run(db: Arc<Db>, actors: Actors, poll: Duration, head: watch::Sender<i64>) {
-    // Where invalidation stands; until the feed can be read, nothing is cached that another replica changed
-    // since... except what this replica reads meanwhile, so start from the head once it is known.
+    // Where invalidation stands: from the horizon at start (the cache is empty, so older changes do not matter).
     let mut cursor = loop {
         match db.feed_head().await {
             Ok(h) => break h.last,
@@ -73,6 +73,9 @@ async fn run(db: Arc<Db>, actors: Actors, poll: Duration, head: watch::Sender<i6
     let mut wake = Wake::new(&db).await;
     loop {
         wake.wait(poll).await;
+        // Learning the horizon makes writers wait an instant (see `Db::feed_head`): under a stream of
+        // notifications, at most every MIN_GAP.
+        let since = tokio::time::Instant::now();
         let last = match db.feed_head().await {
             Ok(h) => h.last,
             Err(e) => {
@@ -81,7 +84,7 @@ async fn run(db: Arc<Db>, actors: Actors, poll: Duration, head: watch::Sender<i6
             }
         };
         while cursor < last {
-            let page = match db.changes_after(cursor, PAGE).await {
+            let page = match db.changes_after(cursor, PAGE, last).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "change feed: cannot read changes");
@@ -101,8 +104,12 @@ async fn run(db: Arc<Db>, actors: Actors, poll: Duration, head: watch::Sender<i6
             *h = (*h).max(cursor);
             moved
         });
+        tokio::time::sleep_until(since + MIN_GAP).await;
     }
 }
+
+/// Least time between two horizon reads of one follower.
+const MIN_GAP: Duration = Duration::from_millis(200);
 
 /// What wakes the follower: a Postgres notification, or the poll interval.
 struct Wake {

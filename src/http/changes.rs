@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::auth::ServiceCaller;
 use super::{ApiError, AppState};
-use crate::store::changes::FeedChange;
+use crate::store::changes::{FeedChange, FeedHead};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -73,7 +73,17 @@ pub async fn changes(
         Some(Ok(n)) => n.clamp(1, MAX_LIMIT),
         Some(Err(e)) => return e.into_response(),
     };
-    match state.db.feed_head().await {
+    // A fresh horizon for a page (what was committed before this request is in it); a stream follows the
+    // follower's.
+    let head = if stream {
+        state.db.feed_pruned_through().await.map(|pruned_through| FeedHead {
+            last: feed.head(),
+            pruned_through,
+        })
+    } else {
+        state.db.feed_head().await
+    };
+    let head = match head {
         Ok(head) if after < head.pruned_through => {
             return ApiError::new(
                 StatusCode::GONE,
@@ -85,19 +95,19 @@ pub async fn changes(
             )
             .into_response()
         }
-        Ok(_) => {}
+        Ok(head) => head,
         Err(e) => {
             tracing::warn!(error = %e, "changes: database read failed");
             return ApiError::unavailable(state.retry_after_secs).into_response();
         }
-    }
+    };
     if stream {
         let events = events(state.clone(), feed.subscribe(), after);
         return Sse::new(events)
             .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
             .into_response();
     }
-    match state.db.changes_after(after, limit).await {
+    match state.db.changes_after(after, limit, head.last).await {
         Ok(changes) => {
             let next = changes.last().map_or(after, |c| c.seq);
             Json(json!({"changes": changes, "next": next})).into_response()
@@ -136,7 +146,8 @@ fn events(
                 c.after = change.seq;
                 return Some((Ok(event(&change)), c));
             }
-            match c.state.db.changes_after(c.after, STREAM_PAGE).await {
+            let upto = *c.head.borrow_and_update();
+            match c.state.db.changes_after(c.after, STREAM_PAGE, upto).await {
                 Ok(page) if !page.is_empty() => c.ready.extend(page),
                 Ok(_) => {
                     // Caught up: wait for the follower to see a commit. The timeout re-reads now and then in

@@ -112,9 +112,10 @@ impl Db {
         let outcomes = match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
-                let outcomes = s.apply_in(&mut tx, batch).await?;
+                let (outcomes, seq) = s.apply_in(&mut tx, batch).await?;
                 insert_seen!(tx, SEEN_POSTGRES, name, &ids);
                 tx.commit().await?;
+                s.notify(seq);
                 outcomes
             }
             Db::Sqlite(s) => {

@@ -17,7 +17,8 @@ pub struct FeedChange {
 /// Where the feed stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FeedHead {
-    /// The highest seq committed (0 when none ever was).
+    /// The horizon: every change up to this seq is committed (or will never be), so a reader may read up to it
+    /// and never miss one committed later. 0 when none was ever written.
     pub last: i64,
     /// Every change up to this seq has been pruned (retention): a reader after an older seq missed some.
     pub pruned_through: i64,
@@ -25,26 +26,39 @@ pub struct FeedHead {
 
 const PAGE_POSTGRES: &str = "SELECT seq, kind, clerk_id, op, via, \
      to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at \
-     FROM clerk_sync_changes WHERE seq > $1 ORDER BY seq LIMIT $2";
-const PAGE_SQLITE: &str =
-    "SELECT seq, kind, clerk_id, op, via, at FROM clerk_sync_changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+     FROM clerk_sync_changes WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2";
+const PAGE_SQLITE: &str = "SELECT seq, kind, clerk_id, op, via, at FROM clerk_sync_changes \
+     WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2";
 
-/// The highest seq ever handed out counts as the head, not the highest row: after pruning everything the feed is
-/// empty, but its seqs never go back.
-const HEAD_POSTGRES: &str = "SELECT coalesce((SELECT max(seq) FROM clerk_sync_changes), 0), \
-     (SELECT through FROM clerk_sync_changes_pruned WHERE id = 1)";
-const HEAD_SQLITE: &str = "SELECT max(coalesce((SELECT max(seq) FROM clerk_sync_changes), 0), \
-     coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'clerk_sync_changes'), 0)), \
-     (SELECT through FROM clerk_sync_changes_pruned WHERE id = 1)";
+/// After pruning every row the table is empty, but seqs never go back: the pruned-through mark counts too.
+const HEAD_POSTGRES: &str = "SELECT greatest(coalesce((SELECT max(seq) FROM clerk_sync_changes), 0), through), \
+     through FROM clerk_sync_changes_pruned WHERE id = 1";
+const HEAD_SQLITE: &str = "SELECT max(coalesce((SELECT max(seq) FROM clerk_sync_changes), 0), through), \
+     through FROM clerk_sync_changes_pruned WHERE id = 1";
+
+/// Pruning finds the first change young enough to keep by walking the primary key from the oldest (the rows it
+/// passes are the ones it deletes), so `at` needs no index of its own for every write to maintain. `at` follows
+/// seq closely but not exactly (it is each transaction's start), so a row a few milliseconds past the
+/// retention may stay until the next run.
+const PRUNE_POSTGRES: &str = "WITH keep AS (SELECT seq FROM clerk_sync_changes \
+                   WHERE at >= now() - make_interval(secs => $1) ORDER BY seq LIMIT 1), \
+          gone AS (DELETE FROM clerk_sync_changes WHERE seq < coalesce((SELECT seq FROM keep), \
+                   (SELECT max(seq) + 1 FROM clerk_sync_changes)) RETURNING seq) \
+     SELECT count(*), max(seq) FROM gone";
+const PRUNE_SQLITE: &str = "DELETE FROM clerk_sync_changes WHERE seq < coalesce( \
+         (SELECT seq FROM clerk_sync_changes \
+          WHERE at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds') ORDER BY seq LIMIT 1), \
+         (SELECT max(seq) + 1 FROM clerk_sync_changes)) RETURNING seq";
 
 impl Db {
-    /// Up to `limit` changes after `after`, in seq order.
-    pub async fn changes_after(&self, after: i64, limit: i64) -> Result<Vec<FeedChange>, StoreError> {
+    /// Up to `limit` changes after `after` and at most `upto` (a horizon from [`Db::feed_head`]), in seq order.
+    pub async fn changes_after(&self, after: i64, limit: i64, upto: i64) -> Result<Vec<FeedChange>, StoreError> {
         Ok(match self {
             Db::Postgres(s) => {
                 sqlx::query_as(PAGE_POSTGRES)
                     .bind(after)
                     .bind(limit)
+                    .bind(upto)
                     .fetch_all(s.pool())
                     .await?
             }
@@ -52,18 +66,43 @@ impl Db {
                 sqlx::query_as(PAGE_SQLITE)
                     .bind(after)
                     .bind(limit)
+                    .bind(upto)
                     .fetch_all(s.pool())
                     .await?
             }
         })
     }
 
+    /// The horizon and the pruned-through mark. On Postgres this takes the feed lock exclusively for an
+    /// instant: it waits for the batches that hold a seq to commit, and batches starting meanwhile wait for it.
+    /// SQLite has one writer, whose uncommitted rows no reader sees and whose seqs come after every committed
+    /// one.
     pub async fn feed_head(&self) -> Result<FeedHead, StoreError> {
         let (last, pruned_through): (i64, i64) = match self {
-            Db::Postgres(s) => sqlx::query_as(HEAD_POSTGRES).fetch_one(s.pool()).await?,
+            Db::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let (a, b) = super::postgres::FEED_LOCK;
+                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                    .bind(a)
+                    .bind(b)
+                    .execute(&mut *tx)
+                    .await?;
+                let head = sqlx::query_as(HEAD_POSTGRES).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                head
+            }
             Db::Sqlite(s) => sqlx::query_as(HEAD_SQLITE).fetch_one(s.pool()).await?,
         };
         Ok(FeedHead { last, pruned_through })
+    }
+
+    /// Only the pruned-through mark (no lock).
+    pub async fn feed_pruned_through(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT through FROM clerk_sync_changes_pruned WHERE id = 1";
+        Ok(match self {
+            Db::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await?,
+            Db::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await?,
+        })
     }
 
     /// Deletes changes older than `age` and moves the pruned-through mark; returns how many were deleted.
@@ -73,14 +112,10 @@ impl Db {
         let (count, through) = match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
-                let (count, through): (i64, Option<i64>) = sqlx::query_as(
-                    "WITH gone AS (DELETE FROM clerk_sync_changes \
-                                   WHERE at < now() - make_interval(secs => $1) RETURNING seq) \
-                     SELECT count(*), max(seq) FROM gone",
-                )
-                .bind(secs as f64)
-                .fetch_one(&mut *tx)
-                .await?;
+                let (count, through): (i64, Option<i64>) = sqlx::query_as(PRUNE_POSTGRES)
+                    .bind(secs as f64)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 if let Some(through) = through {
                     sqlx::query("UPDATE clerk_sync_changes_pruned SET through = greatest(through, $1) WHERE id = 1")
                         .bind(through)
@@ -92,13 +127,7 @@ impl Db {
             }
             Db::Sqlite(s) => {
                 let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
-                let gone: Vec<i64> = sqlx::query_scalar(
-                    "DELETE FROM clerk_sync_changes \
-                     WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds') RETURNING seq",
-                )
-                .bind(secs)
-                .fetch_all(&mut *tx)
-                .await?;
+                let gone: Vec<i64> = sqlx::query_scalar(PRUNE_SQLITE).bind(secs).fetch_all(&mut *tx).await?;
                 let through = gone.iter().copied().max();
                 if let Some(through) = through {
                     sqlx::query("UPDATE clerk_sync_changes_pruned SET through = max(through, $1) WHERE id = 1")

@@ -23,6 +23,8 @@ pub struct PgStore {
     pool: PgPool,
     /// Whether committed changes go to the change feed (`changes.enabled`).
     feed: bool,
+    /// The highest seq committed, for the notifier task (see [`PgStore::notify`]).
+    committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl PgStore {
@@ -41,7 +43,13 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(PgStore { pool, feed: true })
+        let (committed, seqs) = tokio::sync::watch::channel(0);
+        tokio::spawn(notifier(pool.clone(), seqs));
+        Ok(PgStore {
+            pool,
+            feed: true,
+            committed: std::sync::Arc::new(committed),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -76,7 +84,13 @@ impl PgStore {
 
 impl PgStore {
     /// Applies `batch` inside the open transaction `tx` (taking the per-user advisory locks first).
-    pub(super) async fn apply_in(&self, tx: &mut PgConnection, batch: &[Change]) -> Result<Vec<Outcome>, sqlx::Error> {
+    /// Returns the outcomes and the highest feed seq the batch wrote, which [`PgStore::notify`] announces once
+    /// the caller has committed.
+    pub(super) async fn apply_in(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Change],
+    ) -> Result<(Vec<Outcome>, Option<i64>), sqlx::Error> {
         // Replicas sharing this database serialize per user too: without the lock a create on one replica and
         // a delete on another could each miss the other's uncommitted row (READ COMMITTED) and leave a live row
         // beside a tombstone. Locks are taken in sorted order, so two batches never deadlock on each other.
@@ -89,15 +103,48 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        apply_all(&mut PgTx(tx), batch, self.feed).await
+        let mut tx = PgTx(tx, None);
+        let outcomes = apply_all(&mut tx, batch, self.feed).await?;
+        Ok((outcomes, tx.1))
+    }
+
+    /// Has `NOTIFY clerk_sync_changes` sent with the highest seq of a committed batch, so followers read at once.
+    ///
+    /// Not inside the transaction: Postgres serializes the commits of notifying transactions (a lock held
+    /// through commit), which would make every batch wait for the previous one's disk flush. Not on the
+    /// batch's path either: a task sends it, and seqs committed while one is on its way go out as one. A
+    /// notification lost to a crash right after the commit is covered by the followers' polling.
+    pub(super) fn notify(&self, seq: Option<i64>) {
+        if let Some(seq) = seq {
+            self.committed.send_if_modified(|last| {
+                let newer = seq > *last;
+                *last = (*last).max(seq);
+                newer
+            });
+        }
+    }
+}
+
+/// Sends the notifications [`PgStore::notify`] asks for; ends when the last store handle is dropped.
+async fn notifier(pool: PgPool, mut seqs: tokio::sync::watch::Receiver<i64>) {
+    while seqs.changed().await.is_ok() {
+        let seq = *seqs.borrow_and_update();
+        let sent = sqlx::query("SELECT pg_notify('clerk_sync_changes', $1)")
+            .bind(seq.to_string())
+            .execute(&pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not notify followers; they will find the change by polling");
+        }
     }
 }
 
 impl Store for PgStore {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let outcomes = self.apply_in(&mut tx, batch).await?;
+        let (outcomes, seq) = self.apply_in(&mut tx, batch).await?;
         tx.commit().await?;
+        self.notify(seq);
         Ok(outcomes)
     }
 
@@ -108,7 +155,7 @@ impl Store for PgStore {
         let mut conn = self.pool.acquire().await?;
         let row = read::row(&mut conn, kind, clerk_id).await?;
         let tombstoned = match row {
-            None => !PgTx(&mut conn).tombstoned(&[clerk_id]).await?.is_empty(),
+            None => !PgTx(&mut conn, None).tombstoned(&[clerk_id]).await?.is_empty(),
             Some(_) => false,
         };
         Ok(super::lookup_result(row, || tombstoned))
@@ -141,7 +188,8 @@ impl Store for PgStore {
     }
 }
 
-struct PgTx<'a>(&'a mut PgConnection);
+/// A transaction's connection, and the highest feed seq it wrote.
+struct PgTx<'a>(&'a mut PgConnection, Option<i64>);
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome)
@@ -259,32 +307,35 @@ impl BatchTx for PgTx<'_> {
     }
 
     async fn record_changes(&mut self, rows: &[FeedRow<'_>]) -> Result<(), sqlx::Error> {
-        // seq comes from a sequence, whose values are handed out at insert time, not at commit: two batches
-        // could commit in the other order and a follower that already read past the higher seq would miss the
-        // lower one. Held to commit, this lock makes feed inserts (and so seq) follow commit order. It is taken
-        // last, after every row lock, so it cannot take part in a deadlock.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(FEED_LOCK.0)
-            .bind(FEED_LOCK.1)
-            .execute(&mut *self.0)
-            .await?;
-        sqlx::query(
-            "WITH ins AS (INSERT INTO clerk_sync_changes (kind, clerk_id, op, via) \
+        // seq comes from a sequence, whose values are handed out at insert time, not at commit: a batch could
+        // commit after a later one, and a reader that already read past the later seq would miss it. So every
+        // writer holds this lock, shared (writers do not wait for each other), from before its seq is handed
+        // out to its commit; a reader takes it exclusively for an instant to learn up to which seq everything
+        // is final (`Db::feed_horizon`) and reads no further. Taken last, after every row lock, it cannot
+        // take part in a deadlock.
+        // One statement: every row to insert joins the lock's one row, so the lock is taken before the first
+        // seq is handed out.
+        let last: Option<i64> = sqlx::query_scalar(
+            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($5, $6)), \
+                  ins AS (INSERT INTO clerk_sync_changes (kind, clerk_id, op, via) \
                           SELECT i.kind, i.clerk_id, i.op, i.via \
-                          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY \
+                          FROM lock, unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY \
                                AS i(kind, clerk_id, op, via, n) ORDER BY i.n RETURNING seq) \
-             SELECT pg_notify('clerk_sync_changes', (SELECT max(seq) FROM ins)::text)",
+             SELECT max(seq) FROM ins",
         )
         .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.clerk_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.op).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.via).collect::<Vec<_>>())
-        .execute(&mut *self.0)
+        .bind(FEED_LOCK.0)
+        .bind(FEED_LOCK.1)
+        .fetch_one(&mut *self.0)
         .await?;
+        self.1 = self.1.max(last);
         Ok(())
     }
 }
 
-/// The advisory lock (two-key form: a lock space apart from the per-record `bigint` keys) that orders feed
-/// inserts by commit.
-const FEED_LOCK: (i32, i32) = (0x636c_6b73, 1);
+/// The advisory lock (two-key form: a lock space apart from the per-record `bigint` keys) between feed writers
+/// (shared) and readers learning the horizon (exclusive).
+pub(super) const FEED_LOCK: (i32, i32) = (0x636c_6b73, 1);
