@@ -143,8 +143,9 @@ impl Wake {
             tokio::time::sleep(poll).await;
             return;
         };
-        // With notifications, polling is only the fallback for missed ones: every second is enough.
-        match tokio::time::timeout(poll.max(Duration::from_secs(1)), listener.recv()).await {
+        // Polling stays the fallback for missed notifications (one sent before LISTEN took effect, or while
+        // the connection was down), at the same interval: the 1 s promise must hold without them.
+        match tokio::time::timeout(poll, listener.recv()).await {
             Ok(Ok(_)) | Err(_) => {}
             Ok(Err(e)) => {
                 // The listener reconnects on the next recv; until then, poll.

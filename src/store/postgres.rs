@@ -103,9 +103,13 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut tx = PgTx(tx, None);
+        let mut tx = PgTx {
+            conn: tx,
+            last_seq: None,
+            feed: self.feed,
+        };
         let outcomes = apply_all(&mut tx, batch, self.feed).await?;
-        Ok((outcomes, tx.1))
+        Ok((outcomes, tx.last_seq))
     }
 
     /// Has `NOTIFY clerk_sync_changes` sent with the highest seq of a committed batch, so followers read at once.
@@ -155,7 +159,14 @@ impl Store for PgStore {
         let mut conn = self.pool.acquire().await?;
         let row = read::row(&mut conn, kind, clerk_id).await?;
         let tombstoned = match row {
-            None => !PgTx(&mut conn, None).tombstoned(&[clerk_id]).await?.is_empty(),
+            None => !PgTx {
+                conn: &mut conn,
+                last_seq: None,
+                feed: false,
+            }
+            .tombstoned(&[clerk_id])
+            .await?
+            .is_empty(),
             Some(_) => false,
         };
         Ok(super::lookup_result(row, || tombstoned))
@@ -188,8 +199,12 @@ impl Store for PgStore {
     }
 }
 
-/// A transaction's connection, and the highest feed seq it wrote.
-struct PgTx<'a>(&'a mut PgConnection, Option<i64>);
+/// A transaction's connection, the highest feed seq it wrote, and whether it writes the feed.
+struct PgTx<'a> {
+    conn: &'a mut PgConnection,
+    last_seq: Option<i64>,
+    feed: bool,
+}
 
 const INSERT_DELIVERIES: &str = "\
 INSERT INTO clerk_sync_deliveries (svix_id, event_type, clerk_id, outcome)
@@ -208,7 +223,7 @@ impl BatchTx for PgTx<'_> {
             .bind(types)
             .bind(users)
             .bind(outcomes)
-            .fetch_all(&mut *self.0)
+            .fetch_all(&mut *self.conn)
             .await?;
         Ok(inserted.into_iter().collect())
     }
@@ -217,7 +232,7 @@ impl BatchTx for PgTx<'_> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT svix_id, outcome FROM clerk_sync_deliveries WHERE svix_id = ANY($1)")
                 .bind(svix_ids)
-                .fetch_all(&mut *self.0)
+                .fetch_all(&mut *self.conn)
                 .await?;
         Ok(rows.into_iter().collect())
     }
@@ -230,31 +245,41 @@ impl BatchTx for PgTx<'_> {
         )
         .bind(ids)
         .bind(outcomes)
-        .execute(&mut *self.0)
+        .execute(&mut *self.conn)
         .await?;
         Ok(())
     }
 
     async fn upsert_users(&mut self, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
-        write::users(self.0, rows).await
+        let (written, seq) = write::users(self.conn, rows, self.feed).await?;
+        self.last_seq = self.last_seq.max(seq);
+        Ok(written)
     }
 
     async fn upsert_organizations(
         &mut self,
         rows: &[NewOrganization<'_>],
     ) -> Result<HashMap<String, bool>, sqlx::Error> {
-        write::organizations(self.0, rows).await
+        let (written, seq) = write::organizations(self.conn, rows, self.feed).await?;
+        self.last_seq = self.last_seq.max(seq);
+        Ok(written)
     }
 
     async fn upsert_memberships(&mut self, rows: &[NewMembership<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
-        write::memberships(self.0, rows).await
+        let (written, seq) = write::memberships(self.conn, rows, self.feed).await?;
+        self.last_seq = self.last_seq.max(seq);
+        Ok(written)
+    }
+
+    fn records_upserts(&self) -> bool {
+        true
     }
 
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
         let found: Vec<String> =
             sqlx::query_scalar("SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id = ANY($1)")
                 .bind(clerk_ids)
-                .fetch_all(&mut *self.0)
+                .fetch_all(&mut *self.conn)
                 .await?;
         Ok(found.into_iter().collect())
     }
@@ -269,7 +294,7 @@ impl BatchTx for PgTx<'_> {
         )
         .bind(ids)
         .bind(at)
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.conn)
         .await?;
         Ok(inserted.into_iter().collect())
     }
@@ -288,7 +313,7 @@ impl BatchTx for PgTx<'_> {
         .bind(ids)
         .bind(at)
         .bind(via)
-        .execute(&mut *self.0)
+        .execute(&mut *self.conn)
         .await?;
         Ok(())
     }
@@ -296,13 +321,13 @@ impl BatchTx for PgTx<'_> {
     async fn hard_delete(&mut self, kind: Kind, clerk_ids: &[&str]) -> Result<(), sqlx::Error> {
         sqlx::query(&format!("DELETE FROM {} WHERE clerk_id = ANY($1)", kind.table()))
             .bind(clerk_ids)
-            .execute(&mut *self.0)
+            .execute(&mut *self.conn)
             .await?;
         Ok(())
     }
 
     async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
-        sqlx::query(sql).execute(&mut *self.0).await?;
+        sqlx::query(sql).execute(&mut *self.conn).await?;
         Ok(())
     }
 
@@ -329,9 +354,9 @@ impl BatchTx for PgTx<'_> {
         .bind(rows.iter().map(|r| r.via).collect::<Vec<_>>())
         .bind(FEED_LOCK.0)
         .bind(FEED_LOCK.1)
-        .fetch_one(&mut *self.0)
+        .fetch_one(&mut *self.conn)
         .await?;
-        self.1 = self.1.max(last);
+        self.last_seq = self.last_seq.max(last);
         Ok(())
     }
 }

@@ -93,9 +93,13 @@ pub(super) trait BatchTx {
     async fn hard_delete(&mut self, kind: Kind, clerk_ids: &[&str]) -> Result<(), sqlx::Error>;
     /// Runs `sql` (a savepoint command) as it is.
     async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error>;
-    /// Appends these changes to the feed, in this order, after every change committed before this transaction;
-    /// on Postgres also tells followers (NOTIFY, delivered at commit).
+    /// Appends these changes to the feed, in this order.
     async fn record_changes(&mut self, rows: &[FeedRow<'_>]) -> Result<(), sqlx::Error>;
+    /// Whether the upsert statements append their own feed rows (one statement fewer per batch), so that
+    /// [`BatchTx::record_changes`] gets only the deletes.
+    fn records_upserts(&self) -> bool {
+        false
+    }
 }
 
 /// One committed change, as the feed (`clerk_sync_changes`) records it.
@@ -107,12 +111,15 @@ pub(super) struct FeedRow<'a> {
     pub via: &'static str,
 }
 
-/// The feed's rows for a batch's outcomes: every change that created, updated or deleted a row, in batch order.
-/// Stale, duplicate, tombstoned and ignored deliveries changed nothing, so they write nothing.
-fn feed_rows<'a>(batch: &'a [Change], outcomes: &[Outcome]) -> Vec<FeedRow<'a>> {
+/// The feed's rows for a batch's outcomes: every change that created, updated or deleted a row, in batch order
+/// (upserts only with `upserts`). Stale, duplicate, tombstoned and ignored deliveries changed nothing, so they
+/// write nothing. A record's changes keep their order either way: rounds run in batch order, and a record is in
+/// a round once.
+fn feed_rows<'a>(batch: &'a [Change], outcomes: &[Outcome], upserts: bool) -> Vec<FeedRow<'a>> {
     batch
         .iter()
         .zip(outcomes)
+        .filter(|(change, _)| upserts || !matches!(change, Change::Upsert { .. }))
         .filter_map(|(change, outcome)| {
             let op = match outcome {
                 Outcome::Created => "created",
@@ -156,7 +163,7 @@ pub(super) async fn apply_all<T: BatchTx>(
     }
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Stale)).collect();
     if feed {
-        let rows = feed_rows(batch, &outcomes);
+        let rows = feed_rows(batch, &outcomes, !tx.records_upserts());
         if !rows.is_empty() {
             tx.record_changes(&rows).await?;
         }

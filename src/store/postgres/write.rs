@@ -3,9 +3,11 @@
 //! `DO UPDATE` is the ordering guard, the `NOT EXISTS` the tombstone check, and `xmax = 0` tells an insert.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sqlx::postgres::PgConnection;
 
+use super::FEED_LOCK;
 use crate::store::sql::{NewMembership, NewOrganization, NewUser};
 
 /// Clerk's milliseconds as `timestamptz`.
@@ -85,16 +87,60 @@ WHERE m.deleted_at IS NULL AND (m.clerk_updated_at IS NULL OR m.clerk_updated_at
 RETURNING m.clerk_id, (m.xmax = 0)"
 );
 
+/// `upsert` (which ends `RETURNING <alias>.clerk_id, (<alias>.xmax = 0)`) as one statement that also appends
+/// a feed row for every row it wrote — `created` for an insert, `updated` otherwise — and returns the highest
+/// seq beside each written id. Parameters `$lock` and `$lock + 1` are the feed lock, taken (shared) before the
+/// first seq is handed out: every feed row joins the lock's one row.
+fn with_feed(upsert: &str, alias: &str, kind: &str, lock: usize) -> String {
+    let returning = format!("RETURNING {alias}.clerk_id, ({alias}.xmax = 0)");
+    let body = upsert.strip_suffix(returning.as_str()).unwrap_or(upsert);
+    format!(
+        "WITH up AS ({body} RETURNING {alias}.clerk_id, ({alias}.xmax = 0) AS created, {alias}.updated_via AS via), \
+         feed AS (INSERT INTO clerk_sync_changes (kind, clerk_id, op, via) \
+                  SELECT '{kind}', up.clerk_id, CASE WHEN up.created THEN 'created' ELSE 'updated' END, up.via \
+                  FROM (SELECT pg_advisory_xact_lock_shared(${lock}, ${})) AS lock, up \
+                  ORDER BY up.clerk_id RETURNING seq) \
+         SELECT up.clerk_id, up.created, (SELECT max(seq) FROM feed) FROM up",
+        lock + 1
+    )
+}
+
+static UPSERT_USERS_FEED: LazyLock<String> = LazyLock::new(|| with_feed(UPSERT_USERS, "u", "user", 17));
+static UPSERT_ORGANIZATIONS_FEED: LazyLock<String> =
+    LazyLock::new(|| with_feed(UPSERT_ORGANIZATIONS, "o", "organization", 11));
+static UPSERT_MEMBERSHIPS_FEED: LazyLock<String> =
+    LazyLock::new(|| with_feed(UPSERT_MEMBERSHIPS, "m", "membership", 9));
+
+/// Runs an upsert built with `sqlx::query_as`, with the feed (its statement ends in the lock's parameters) or
+/// without; returns the written ids (`true`: created) and the highest feed seq.
+macro_rules! run_upsert {
+    ($tx:expr, $feed:expr, $plain:expr, $with_feed:expr, |$q:ident| $binds:expr) => {{
+        if $feed {
+            let $q = sqlx::query_as::<_, (String, bool, Option<i64>)>($with_feed.as_str());
+            let rows = $binds.bind(FEED_LOCK.0).bind(FEED_LOCK.1).fetch_all(&mut *$tx).await?;
+            let seq = rows.iter().filter_map(|r| r.2).max();
+            Ok((rows.into_iter().map(|(id, created, _)| (id, created)).collect(), seq))
+        } else {
+            let $q = sqlx::query_as::<_, (String, bool)>($plain);
+            let rows = $binds.fetch_all(&mut *$tx).await?;
+            Ok((rows.into_iter().collect(), None))
+        }
+    }};
+}
+
+/// What an upsert wrote: ids (`true`: created), and the highest feed seq when it appended to the feed.
+type Written = (HashMap<String, bool>, Option<i64>);
+
 /// A JSON value as text, for a `::jsonb` cast in SQL (binding text needs no sqlx JSON feature).
 fn json_text(value: Option<&serde_json::Value>) -> Option<String> {
     value.map(|v| v.to_string())
 }
 
-pub(super) async fn users(tx: &mut PgConnection, rows: &[NewUser<'_>]) -> Result<HashMap<String, bool>, sqlx::Error> {
+pub(super) async fn users(tx: &mut PgConnection, rows: &[NewUser<'_>], feed: bool) -> Result<Written, sqlx::Error> {
     let text = |f: fn(&crate::store::UserData) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(r.row)).collect()
     };
-    let written: Vec<(String, bool)> = sqlx::query_as(UPSERT_USERS)
+    run_upsert!(tx, feed, UPSERT_USERS, UPSERT_USERS_FEED, |q| q
         .bind(rows.iter().map(|r| r.row.clerk_id.as_str()).collect::<Vec<_>>())
         .bind(text(|u| u.email.as_deref()))
         .bind(text(|u| u.first_name.as_deref()))
@@ -107,24 +153,22 @@ pub(super) async fn users(tx: &mut PgConnection, rows: &[NewUser<'_>]) -> Result
         .bind(
             rows.iter()
                 .map(|r| json_text(r.row.public_metadata.as_ref()))
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>()
         )
         .bind(rows.iter().map(|r| r.row.banned).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.last_sign_in_at_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-    Ok(written.into_iter().collect())
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>()))
 }
 
 pub(super) async fn organizations(
     tx: &mut PgConnection,
     rows: &[NewOrganization<'_>],
-) -> Result<HashMap<String, bool>, sqlx::Error> {
-    let written: Vec<(String, bool)> = sqlx::query_as(UPSERT_ORGANIZATIONS)
+    feed: bool,
+) -> Result<Written, sqlx::Error> {
+    run_upsert!(tx, feed, UPSERT_ORGANIZATIONS, UPSERT_ORGANIZATIONS_FEED, |q| q
         .bind(rows.iter().map(|r| r.row.clerk_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.name.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.slug.as_deref()).collect::<Vec<_>>())
@@ -132,36 +176,55 @@ pub(super) async fn organizations(
         .bind(
             rows.iter()
                 .map(|r| json_text(r.row.public_metadata.as_ref()))
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>()
         )
         .bind(rows.iter().map(|r| r.row.members_count).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-    Ok(written.into_iter().collect())
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>()))
 }
 
 pub(super) async fn memberships(
     tx: &mut PgConnection,
     rows: &[NewMembership<'_>],
-) -> Result<HashMap<String, bool>, sqlx::Error> {
-    let written: Vec<(String, bool)> = sqlx::query_as(UPSERT_MEMBERSHIPS)
+    feed: bool,
+) -> Result<Written, sqlx::Error> {
+    run_upsert!(tx, feed, UPSERT_MEMBERSHIPS, UPSERT_MEMBERSHIPS_FEED, |q| q
         .bind(rows.iter().map(|r| r.row.clerk_id.as_str()).collect::<Vec<_>>())
         .bind(
             rows.iter()
                 .map(|r| r.row.organization_clerk_id.as_str())
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>()
         )
         .bind(rows.iter().map(|r| r.row.user_clerk_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.role.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-    Ok(written.into_iter().collect())
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_variants_keep_the_upserts_and_number_the_lock_after_their_parameters() {
+        for (sql, plain, lock) in [
+            (&*UPSERT_USERS_FEED, UPSERT_USERS, "$17, $18"),
+            (&*UPSERT_ORGANIZATIONS_FEED, UPSERT_ORGANIZATIONS, "$11, $12"),
+            (&*UPSERT_MEMBERSHIPS_FEED, UPSERT_MEMBERSHIPS, "$9, $10"),
+        ] {
+            let body = &plain[..plain.rfind("RETURNING").expect("a RETURNING clause")];
+            assert!(sql.contains(body.trim_end()), "{sql}");
+            assert!(sql.contains(&format!("pg_advisory_xact_lock_shared({lock})")), "{sql}");
+            assert!(sql.ends_with("FROM up"), "{sql}");
+            assert_eq!(
+                sql.matches("RETURNING").count(),
+                2,
+                "the upsert's and the feed's: {sql}"
+            );
+        }
+    }
 }
