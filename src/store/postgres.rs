@@ -129,9 +129,13 @@ impl PgStore {
     }
 }
 
-/// Sends the notifications [`PgStore::notify`] asks for; ends when the last store handle is dropped.
+/// Sends the notifications [`PgStore::notify`] asks for, at most one per `NOTIFY_GAP` (each is a transaction
+/// every listening session is woken for; followers read up to the horizon anyway); ends when the last store
+/// handle is dropped.
 async fn notifier(pool: PgPool, mut seqs: tokio::sync::watch::Receiver<i64>) {
+    const NOTIFY_GAP: Duration = Duration::from_millis(20);
     while seqs.changed().await.is_ok() {
+        tokio::time::sleep(NOTIFY_GAP).await;
         let seq = *seqs.borrow_and_update();
         let sent = sqlx::query("SELECT pg_notify('clerk_sync_changes', $1)")
             .bind(seq.to_string())
