@@ -159,3 +159,102 @@ async fn metrics_endpoint_exports_every_metric_without_identifiers() {
 
     daemon.stop().await;
 }
+
+/// A Clerk organization object with `id`.
+fn organization(id: &str, updated_at: i64) -> serde_json::Value {
+    serde_json::json!({
+        "object": "organization", "id": id, "name": "Acme", "slug": id.to_lowercase(), "has_image": false,
+        "max_allowed_memberships": 5, "admin_delete_enabled": true, "public_metadata": {},
+        "created_at": updated_at - 60_000, "updated_at": updated_at
+    })
+}
+
+/// `clerk_sync_{organizations,memberships}_created_total` count committed inserts exactly, by path, like users:
+/// a membership that brings its organization counts that organization once; a duplicate or a stale event
+/// counts nothing. Read straight from `GET /metrics` of a daemon process of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_and_memberships_created_are_counted_by_path() {
+    let clerk = MockServer::start().await;
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    let database_url = format!("sqlite://{}", dir.path().join("clerk-sync.db").display());
+    let daemon = Daemon::start(&database_url, &clerk.uri(), &[]).await;
+    let t = now_ms() - 60_000;
+    let tail = crate::common::random_hex;
+    let (org_a, org_b) = (format!("org_{}", tail()), format!("org_{}", tail()));
+    let membership = serde_json::json!({
+        "object": "organization_membership", "id": format!("orgmem_{}", tail()), "role": "org:member",
+        "organization": organization(&org_b, t), "public_user_data": {"user_id": user_id()},
+        "created_at": t, "updated_at": t
+    });
+    let created = envelope("organizationMembership.created", membership);
+    let msg = svix_id();
+    for (what, body, id, outcome) in [
+        (
+            "organization.created",
+            envelope("organization.created", organization(&org_a, t)),
+            svix_id(),
+            "applied",
+        ),
+        (
+            "organization.updated (stale)",
+            envelope("organization.updated", organization(&org_a, t - 1)),
+            svix_id(),
+            "stale",
+        ),
+        (
+            "organizationMembership.created",
+            created.clone(),
+            msg.clone(),
+            "applied",
+        ),
+        ("its redelivery", created, msg, "duplicate"),
+    ] {
+        let (status, text) = daemon.post_webhook(&body, &id).await;
+        assert_eq!(status, StatusCode::OK, "{what}: {text}");
+        assert!(text.contains(outcome), "{what}: expected {outcome}, got {text}");
+    }
+    let text = daemon.metrics().await;
+    // Every `label="value"` fragment of `labels` (comma-separated), in whatever order the exporter writes them.
+    let value = |name: &str, labels: &str| -> f64 {
+        samples(&text, name)
+            .into_iter()
+            .find(|l| labels.split(',').all(|fragment| l.contains(fragment)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in:\n{text}"))
+    };
+    assert_eq!(
+        value("clerk_sync_organizations_created_total", "source=\"webhook\""),
+        2.0
+    );
+    assert_eq!(
+        value("clerk_sync_organizations_created_total", "source=\"fallback\""),
+        0.0
+    );
+    assert_eq!(value("clerk_sync_memberships_created_total", "source=\"webhook\""), 1.0);
+    assert_eq!(
+        value("clerk_sync_users_created_total", "source=\"webhook\""),
+        0.0,
+        "a membership makes no user"
+    );
+    let events = "clerk_sync_webhook_events_total";
+    assert_eq!(
+        value(
+            events,
+            "event_type=\"organizationMembership.created\",outcome=\"applied\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            events,
+            "event_type=\"organizationMembership.created\",outcome=\"duplicate\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(events, "event_type=\"organization.updated\",outcome=\"stale\""),
+        1.0
+    );
+    daemon.stop().await;
+}
