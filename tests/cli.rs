@@ -192,27 +192,34 @@ async fn wait_ready(port: u16, daemon: &mut Daemon) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_send_test_event_then_sigterm() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Starts `clerk-sync serve` on a SQLite file in `dir` and waits until it is ready; returns the process, its
+/// port, the database URL and the environment it runs with (for the CLI commands sent to it).
+async fn serve_on_sqlite(dir: &Path) -> (Daemon, u16, String, Vec<(&'static str, String)>) {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = sqlite_url(dir.path());
-    let secret = secret();
-    let vars = [
-        ("DATABASE_URL", url.as_str()),
-        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
-        ("CLERK_SYNC_LISTEN", listen.as_str()),
-        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+    let url = sqlite_url(dir);
+    let vars = vec![
+        ("DATABASE_URL", url.clone()),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", secret()),
+        ("CLERK_SYNC_LISTEN", format!("127.0.0.1:{port}")),
+        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
     ];
-    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
-    let child = clerk_sync(dir.path(), &["serve"], &vars)
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = std::fs::File::create(dir.join("serve.log")).expect("log file");
+    let child = clerk_sync(dir, &["serve"], &borrowed)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("cannot start clerk-sync serve");
     let mut daemon = Daemon(child);
     wait_ready(port, &mut daemon).await;
+    (daemon, port, url, vars)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_send_test_event_then_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut daemon, port, url, owned) = serve_on_sqlite(dir.path()).await;
+    let vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let webhook_url = format!("http://127.0.0.1:{port}/webhooks/clerk");
     let args = [
@@ -440,24 +447,8 @@ async fn send_test_event_accepts_a_base_url_and_explains_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_event_sends_a_membership_and_then_its_delete() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = sqlite_url(dir.path());
-    let secret = secret();
-    let vars = [
-        ("DATABASE_URL", url.as_str()),
-        ("CLERK_WEBHOOK_SIGNING_SECRET", secret.as_str()),
-        ("CLERK_SYNC_LISTEN", listen.as_str()),
-        ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
-    ];
-    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
-    let child = clerk_sync(dir.path(), &["serve"], &vars)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("cannot start clerk-sync serve");
-    let mut daemon = Daemon(child);
-    wait_ready(port, &mut daemon).await;
+    let (_daemon, port, url, owned) = serve_on_sqlite(dir.path()).await;
+    let vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let base = format!("http://127.0.0.1:{port}");
 
     let args = [

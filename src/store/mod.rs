@@ -10,6 +10,7 @@ pub mod changes;
 mod error;
 mod postgres;
 mod rows;
+mod sanitize;
 mod sql;
 mod sqlite;
 mod types;

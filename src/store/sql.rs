@@ -2,10 +2,16 @@
 //! with multi-row statements (Postgres `UNNEST` over arrays, SQLite `json_each`).
 //!
 //! A batch costs a handful of statements whatever its size: record the deliveries (a redelivered svix id stops
-//! there), upsert every user in one statement under the ordering guard and the tombstone check, tombstone and
-//! delete in one statement each, and correct the recorded outcome of the few changes that were not applied.
+//! there), upsert each kind of record (users, organizations, memberships) in one statement under the ordering
+//! guard and the tombstone check, tombstone and delete in one statement each, correct the recorded outcome of
+//! the few changes that were not applied, and append what changed to the change feed.
 
 use std::collections::{HashMap, HashSet};
+
+mod feed;
+
+use feed::feed_rows;
+pub(super) use feed::FeedRow;
 
 use super::{
     Change, Delivery, Entity, Kind, Lookup, MembershipData, OrganizationData, Outcome, RecordOnly, Row, Source,
@@ -100,48 +106,6 @@ pub(super) trait BatchTx {
     fn records_upserts(&self) -> bool {
         false
     }
-}
-
-/// One committed change, as the feed (`clerk_sync_changes`) records it.
-pub(super) struct FeedRow<'a> {
-    pub kind: &'static str,
-    pub clerk_id: &'a str,
-    /// `created`, `updated` or `deleted`.
-    pub op: &'static str,
-    pub via: &'static str,
-}
-
-/// The feed's rows for a batch's outcomes: every change that created, updated or deleted a row, in batch order
-/// (upserts only with `upserts`). Stale, duplicate, tombstoned and ignored deliveries changed nothing, so they
-/// write nothing. A record's changes keep their order either way: rounds run in batch order, and a record is in
-/// a round once.
-fn feed_rows<'a>(batch: &'a [Change], outcomes: &[Outcome], upserts: bool) -> Vec<FeedRow<'a>> {
-    batch
-        .iter()
-        .zip(outcomes)
-        .filter(|(change, _)| upserts || !matches!(change, Change::Upsert { .. }))
-        .filter_map(|(change, outcome)| {
-            let op = match outcome {
-                Outcome::Created => "created",
-                Outcome::Updated => "updated",
-                Outcome::Deleted => "deleted",
-                _ => return None,
-            };
-            let (kind, clerk_id, via) = match change {
-                Change::Upsert { entity, via, .. } => (entity.kind(), entity.clerk_id(), *via),
-                Change::Delete {
-                    kind, clerk_id, via, ..
-                } => (*kind, clerk_id.as_str(), *via),
-                Change::Record { .. } => return None,
-            };
-            Some(FeedRow {
-                kind: kind.as_str(),
-                clerk_id,
-                op,
-                via: via.as_str(),
-            })
-        })
-        .collect()
 }
 
 /// Applies a batch through `tx`; the caller owns begin / commit. One outcome per change, in order.

@@ -9,6 +9,10 @@ use sqlx::SqlitePool;
 
 use crate::store::StoreError;
 
+mod identity;
+
+pub(super) use identity::adopt_identity;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Text,
@@ -28,6 +32,15 @@ const COLUMNS: &[(&str, Kind, &str)] = &[
     ("name", Kind::Text, "TEXT"),
     ("username", Kind::Text, "TEXT"),
     ("image_url", Kind::Text, "TEXT"),
+];
+
+/// The first migration's `users` columns: the user's own, then the bookkeeping every synced table has.
+fn user_columns() -> impl Iterator<Item = &'static (&'static str, Kind, &'static str)> {
+    COLUMNS.iter().chain(BOOKKEEPING.iter())
+}
+
+/// The bookkeeping columns of every synced table. Rows already there are marked `adopted`.
+const BOOKKEEPING: [(&str, Kind, &str); 6] = [
     (
         "created_via",
         Kind::Text,
@@ -39,52 +52,6 @@ const COLUMNS: &[(&str, Kind, &str)] = &[
     // SQLite cannot add a column whose default is an expression; the daemon sets both on every write.
     ("created_at", Kind::Timestamp, "TEXT"),
     ("updated_at", Kind::Timestamp, "TEXT"),
-];
-
-/// The full profile's columns (second migration), added to `users` around the migrations whether the table is
-/// the daemon's own or adopted: SQLite cannot `ADD COLUMN IF NOT EXISTS`.
-const PROFILE_COLUMNS: &[(&str, Kind, &str)] = &[
-    ("phone_number", Kind::Text, "TEXT"),
-    ("external_id", Kind::Text, "TEXT"),
-    ("public_metadata", Kind::Json, "TEXT"),
-    ("banned", Kind::Boolean, "INTEGER"),
-    ("last_sign_in_at", Kind::Timestamp, "TEXT"),
-    ("clerk_created_at", Kind::Timestamp, "TEXT"),
-    ("data", Kind::Json, "TEXT"),
-];
-
-const BOOKKEEPING: [(&str, Kind, &str); 6] = [
-    (
-        "created_via",
-        Kind::Text,
-        "TEXT NOT NULL DEFAULT 'adopted' CHECK (created_via IN ('webhook', 'fallback', 'backfill', 'adopted'))",
-    ),
-    ("updated_via", Kind::Text, "TEXT"),
-    ("clerk_updated_at", Kind::Integer, "INTEGER"),
-    ("deleted_at", Kind::Timestamp, "TEXT"),
-    ("created_at", Kind::Timestamp, "TEXT"),
-    ("updated_at", Kind::Timestamp, "TEXT"),
-];
-
-/// An application-made `organizations` table gets these columns (and the bookkeeping ones) when they are missing.
-const ORGANIZATION_COLUMNS: &[(&str, Kind, &str)] = &[
-    ("clerk_id", Kind::Text, "TEXT"),
-    ("name", Kind::Text, "TEXT"),
-    ("slug", Kind::Text, "TEXT"),
-    ("image_url", Kind::Text, "TEXT"),
-    ("public_metadata", Kind::Json, "TEXT"),
-    ("members_count", Kind::Integer, "INTEGER"),
-    ("clerk_created_at", Kind::Timestamp, "TEXT"),
-    ("data", Kind::Json, "TEXT"),
-];
-
-const MEMBERSHIP_COLUMNS: &[(&str, Kind, &str)] = &[
-    ("clerk_id", Kind::Text, "TEXT"),
-    ("organization_clerk_id", Kind::Text, "TEXT"),
-    ("user_clerk_id", Kind::Text, "TEXT"),
-    ("role", Kind::Text, "TEXT"),
-    ("clerk_created_at", Kind::Timestamp, "TEXT"),
-    ("data", Kind::Json, "TEXT"),
 ];
 
 /// Columns Clerk may leave empty (a phone-only user has no email): the daemon must be able to write NULL.
@@ -257,71 +224,6 @@ fn compatible(kind: Kind, declared: &str) -> bool {
     }
 }
 
-/// Adds the columns of `columns` that `table` lacks, after checking the types of those it has; nothing when the
-/// table does not exist. Idempotent: it runs before and after the migrations (see [`adopt_identity`]).
-async fn add_missing_columns(
-    pool: &SqlitePool,
-    table: &str,
-    columns: &[(&str, Kind, &str)],
-) -> Result<Vec<String>, StoreError> {
-    let existing: Vec<(String, String)> = sqlx::query_as("SELECT name, type FROM pragma_table_info(?1)")
-        .bind(table)
-        .fetch_all(pool)
-        .await?;
-    if existing.is_empty() {
-        return Ok(Vec::new());
-    }
-    let declared = |name: &str| existing.iter().find(|c| c.0 == name).map(|c| c.1.as_str());
-    for (name, kind, _) in columns {
-        if let Some(t) = declared(name) {
-            if !compatible(*kind, t) {
-                return Err(StoreError::Adopt(format!(
-                    "clerk-sync cannot adopt table \"{table}\": column \"{name}\" has type {t}, which cannot hold \
-                     what clerk-sync writes there; change or rename that column, then run clerk-sync migrate again"
-                )));
-            }
-        }
-    }
-    let mut tx = pool.begin().await?;
-    let mut added = Vec::new();
-    for (name, _, definition) in columns {
-        if declared(name).is_none() {
-            // Names and definitions are this module's constants.
-            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {name} {definition}"))
-                .execute(&mut *tx)
-                .await?;
-            added.push((*name).to_owned());
-        }
-    }
-    tx.commit().await?;
-    if !added.is_empty() {
-        tracing::info!(table, added = ?added, "added clerk-sync's columns");
-    }
-    Ok(added)
-}
-
-/// The identity model's columns: the full profile on `users`, and an application-made `organizations` or
-/// `organization_memberships` table made fit before the migration's `CREATE TABLE IF NOT EXISTS` leaves it alone.
-pub(super) async fn adopt_identity(pool: &SqlitePool) -> Result<(), StoreError> {
-    add_missing_columns(pool, "users", PROFILE_COLUMNS).await?;
-    for (table, columns) in [
-        ("organizations", ORGANIZATION_COLUMNS),
-        ("organization_memberships", MEMBERSHIP_COLUMNS),
-    ] {
-        let all: Vec<(&str, Kind, &str)> = columns.iter().copied().chain(BOOKKEEPING).collect();
-        let added = add_missing_columns(pool, table, &all).await?;
-        if added.iter().any(|c| c == "created_at") {
-            sqlx::query(&format!(
-                "UPDATE {table} SET created_at = coalesce(created_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
-                 updated_at = coalesce(updated_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-            ))
-            .execute(pool)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 pub(super) async fn adopt_users_table(pool: &SqlitePool, first_migration: i64) -> Result<(), StoreError> {
     let has_users: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'users')")
@@ -349,7 +251,7 @@ pub(super) async fn adopt_users_table(pool: &SqlitePool, first_migration: i64) -
     let id_default = existing
         .iter()
         .any(|(name, t, _, default)| name == "id" && default.is_none() && compatible(Kind::Text, t));
-    for (name, kind, _) in COLUMNS {
+    for (name, kind, _) in user_columns() {
         if let Some(t) = declared(name) {
             if !compatible(*kind, t) {
                 return Err(StoreError::Adopt(format!(
@@ -387,7 +289,7 @@ pub(super) async fn adopt_users_table(pool: &SqlitePool, first_migration: i64) -
 
     let mut tx = pool.begin().await?;
     let mut added = Vec::new();
-    for (name, _, definition) in COLUMNS {
+    for (name, _, definition) in user_columns() {
         if declared(name).is_none() {
             sqlx::query(&format!("ALTER TABLE users ADD COLUMN {name} {definition}"))
                 .execute(&mut *tx)
