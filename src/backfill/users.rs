@@ -68,13 +68,23 @@ impl Backfill {
         let apply = async {
             let mut writing: VecDeque<(Checkpoint, JoinHandle<PageResult>)> = VecDeque::new();
             let mut more = true;
+            // A page that cannot be read ends the run, but only after the pages already being written have
+            // committed and moved the cursor: a resumed run then continues after them.
+            let mut failed: Option<BackfillError> = None;
             loop {
                 while more && writing.len() < pages_in_flight {
                     let Some(page) = pages.recv().await else {
                         more = false;
                         break;
                     };
-                    let page = page?;
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(e) => {
+                            failed = Some(e.into());
+                            more = false;
+                            break;
+                        }
+                    };
                     let Some(last) = page.last().map(|u| u.id.clone()) else {
                         more = false;
                         break;
@@ -111,7 +121,7 @@ impl Backfill {
                 self.db.backfill_save_cursor(walk_name(USERS), &written_up_to).await?;
                 progress.page(USERS, tally);
             }
-            Ok::<(), BackfillError>(())
+            failed.map_or(Ok(()), Err)
         };
         let ((), applied) = tokio::join!(fetch, apply);
         applied?;
