@@ -199,7 +199,9 @@ impl Backfill {
                 "clerk.secret_key (CLERK_SECRET_KEY): not set; backfill reads Clerk's lists with it".into(),
             ));
         }
-        let db = Db::connect(&settings.database).await?;
+        let mut db = Db::connect(&settings.database).await?;
+        // Its changes go to the feed like the daemon's, so every daemon drops them from its cache.
+        db.set_feed(settings.changes.enabled);
         db.migrate(settings.supabase.rls).await?;
         let clerk = ClerkClient::new(&settings.clerk).map_err(|e| BackfillError::Setup(e.to_string()))?;
         Ok(Backfill {

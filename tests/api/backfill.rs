@@ -388,3 +388,35 @@ async fn the_reconcile_lock_is_exclusive_across_connections() {
     drop(again);
     db.close().await;
 }
+
+// A backfill run from another process (here: its own connection and writer, as `clerk-sync backfill` has) writes
+// the change feed, so the daemon drops the users it changed from its cache within a second.
+both_backends!(a_backfill_elsewhere_refreshes_the_daemons_cache, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let old = ClerkUser::new(now_ms() - 600_000);
+    app.expect_outcome(&old.created(), &svix_id(), "applied").await;
+    let token = crate::helpers::SERVICE_TOKEN;
+    for _ in 0..2 {
+        let cached = app.get_user(&old.id, token).await;
+        assert_eq!(cached.json["first_name"], "Ada", "{}", cached.body);
+    }
+    let mut renamed = old.at(old.updated_at + 1_000);
+    renamed.first_name = Some("Grace".into());
+    mount(&app, std::slice::from_ref(&renamed), vec![], 500).await;
+    let summary = run(&app, Options::default()).await;
+    assert_eq!(summary.users.updated, 1, "{summary:?}");
+    let done = std::time::Instant::now();
+    loop {
+        let answer = app.get_user(&old.id, token).await;
+        if answer.json["first_name"] == "Grace" {
+            break;
+        }
+        assert!(
+            done.elapsed() < std::time::Duration::from_secs(1),
+            "the daemon still serves the cached row {:?} after the backfill committed: {}",
+            done.elapsed(),
+            answer.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+});
