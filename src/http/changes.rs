@@ -6,7 +6,7 @@
 //! `<kind>.<op>`, `data:` the change; a keep-alive comment every 15 s. 410 when the resume point is older than
 //! the retention (`changes.retention_hours`): changes after it were pruned.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -42,9 +42,7 @@ pub async fn changes(
         )
         .into_response();
     };
-    let params: HashMap<String, String> = query
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let params = super::query_params(query);
     let number = |name: &'static str, value: &str| {
         value.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             ApiError::new(

@@ -96,3 +96,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::telemetry::http::observe))
         .with_state(state)
 }
+
+/// The parameters of a request's query string (the last of a repeated one wins).
+fn query_params(query: Option<String>) -> std::collections::HashMap<String, String> {
+    query
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}

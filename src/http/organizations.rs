@@ -16,7 +16,7 @@ use base64::Engine;
 
 use super::auth::ServiceCaller;
 use super::users::{get_or_create, invalid_id, sync};
-use super::{ApiError, AppState};
+use super::{query_params as params, ApiError, AppState};
 use crate::clerk::{is_organization_id, is_user_id};
 use crate::store::{Kind, MembersOf, MembershipCursor, Store};
 
@@ -119,13 +119,6 @@ async fn list(state: &AppState, of: MembersOf<'_>, path: &str, query: &HashMap<S
         }
     }
     response
-}
-
-/// The query string's parameters (the last of a repeated one wins).
-fn params(query: Option<String>) -> HashMap<String, String> {
-    query
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
 }
 
 /// The cursor is the last row's sort key, base64url: opaque to clients, and only URL-safe characters.
