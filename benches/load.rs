@@ -19,6 +19,9 @@ use client::{drive, get, Raw};
 use daemon::{now_ms, user_created, Daemon, PgDatabase, TOKEN};
 
 const CONNECTIONS: usize = 64;
+
+/// Set by a scenario whose run failed: it prints no ratio, and the benchmark exits non-zero.
+static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn events(prefix: &str, n: usize) -> (Vec<String>, Vec<Raw>) {
@@ -294,6 +297,7 @@ async fn backfill(out: &mut Vec<String>, backend: &str) {
         .env("CLERK_SYNC_CLERK__REQUESTS_PER_10S", "1000")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("backfill.log")).expect("log file"))
         .spawn()
         .expect("backfill starts");
     let mut peak = 0.0_f64;
@@ -325,10 +329,33 @@ async fn backfill(out: &mut Vec<String>, backend: &str) {
         .unwrap_or_default();
     let mut served = serving.await.expect("webhooks");
     check("backfill webhooks", &served);
+    if !status.success() {
+        // A run that did not complete measured nothing: no ratio, and the benchmark fails.
+        let log = std::fs::read_to_string(dir.path().join("backfill.log")).unwrap_or_default();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        out.push(format!(
+            "backfill_{backend} FAILED: clerk-sync backfill exited {status} after {wall:.1} s; {} {tail}",
+            summary.trim()
+        ));
+        FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+        daemon.stop();
+        if let Some(db) = pg {
+            db.drop_now().await;
+        }
+        return;
+    }
     let floor = (n as f64 / 500.0).ceil() / 100.0;
     out.push(format!(
         "backfill_{backend}_ratio {:.2} (target <= 1.1; {n} users in {wall:.1} s, rate-limit floor {floor:.1} s; peak RSS \
-         {peak:.0} MiB (target <= 256); exit {status}; {} list requests, {} answered 429; meanwhile {} webhooks at \
+         {peak:.0} MiB (target <= 256); {} Clerk requests, {} answered 429; meanwhile {} webhooks at \
          {:.0} ev/s, p99 {:.1} ms) {}",
         wall / floor,
         fake.requests.load(std::sync::atomic::Ordering::Relaxed),
@@ -406,6 +433,10 @@ fn main() {
     });
     for line in &out {
         println!("{line}");
+    }
+    if FAILED.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("benchmark failed: a scenario did not complete (see its FAILED line); BENCHMARKS.md left as it is");
+        std::process::exit(1);
     }
     if std::env::var("BENCH_WRITE").is_ok_and(|v| v == "1") {
         write_benchmarks(&out);

@@ -1,6 +1,8 @@
 //! A fast local fake of Clerk's user list for the backfill benchmark: users generated from their index (no
 //! memory per user), pages of up to 500 in `created_at` order after a `starting_after` cursor, and Clerk's
-//! production rate limit enforced (1000 requests per 10 s, 429 with `Retry-After`).
+//! production rate limit enforced (1000 requests per 10 s, 429 with `Retry-After`). It is an instance without
+//! organizations (most B2C apps): every organizations endpoint answers Clerk's 403
+//! `organization_not_enabled_in_instance`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +48,8 @@ impl FakeClerk {
         let app = Router::new()
             .route("/v1/users", get(list))
             .route("/v1/users/count", get(count))
+            .route("/v1/organizations", get(organizations_off))
+            .route("/v1/organizations/{*rest}", get(organizations_off))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -73,6 +77,16 @@ impl FakeClerk {
 
 async fn count(State(fake): State<Arc<FakeClerk>>) -> Response {
     axum::Json(serde_json::json!({"object": "total_count", "total_count": fake.users})).into_response()
+}
+
+async fn organizations_off(State(fake): State<Arc<FakeClerk>>) -> Response {
+    fake.requests.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({"errors": [{
+        "message": "access denied",
+        "long_message": "The organizations feature is not enabled for this instance.",
+        "code": "organization_not_enabled_in_instance"
+    }]});
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 async fn list(State(fake): State<Arc<FakeClerk>>, uri: Uri) -> Result<Response, Infallible> {

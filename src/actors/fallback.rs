@@ -77,7 +77,7 @@ impl From<ClerkError> for FallbackError {
             ClerkError::NotFound => FallbackError::NotFound,
             ClerkError::NotConfigured => FallbackError::NotConfigured,
             ClerkError::Unavailable(_) | ClerkError::RateLimited(_) => FallbackError::ClerkUnavailable(e.retry_after()),
-            ClerkError::Refused(_) | ClerkError::Malformed(_) => FallbackError::ClerkFailed(e.to_string()),
+            ClerkError::Refused { .. } | ClerkError::Malformed(_) => FallbackError::ClerkFailed(e.to_string()),
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod progress;
 pub mod reconcile;
 
+mod cursor;
 mod organizations;
 mod page;
 mod prune;
@@ -31,25 +32,41 @@ pub const WALKS: [Kind; 3] = [Kind::User, Kind::Organization, Kind::Membership];
 
 /// Which walks a run takes (`--only`); all by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Only([bool; 3]);
+pub struct Only {
+    walks: [bool; 3],
+    /// Named with `--only`: a walk asked for by name that Clerk cannot serve (organizations on an instance
+    /// without them) fails the run; taken by default, it is skipped.
+    named: bool,
+}
 
 impl Only {
-    pub const ALL: Only = Only([true; 3]);
+    pub const ALL: Only = Only {
+        walks: [true; 3],
+        named: false,
+    };
 
     /// These walks; none named means all.
     pub fn of(kinds: &[Kind]) -> Only {
         if kinds.is_empty() {
             return Only::ALL;
         }
-        let mut only = Only([false; 3]);
+        let mut only = Only {
+            walks: [false; 3],
+            named: true,
+        };
         for kind in kinds {
-            only.0[index(*kind)] = true;
+            only.walks[index(*kind)] = true;
         }
         only
     }
 
     pub fn contains(self, kind: Kind) -> bool {
-        self.0[index(kind)]
+        self.walks[index(kind)]
+    }
+
+    /// Whether `kind` was asked for by name (`--only`), not taken by default.
+    pub fn names(self, kind: Kind) -> bool {
+        self.named && self.contains(kind)
     }
 
     /// The walks named as `--only` takes them: `users`, `organizations` or `memberships` (singular too).
@@ -107,6 +124,8 @@ pub enum Walked {
     Resumed,
     /// Completed by the interrupted run this one continues: not walked again.
     Earlier,
+    /// Skipped: the Clerk instance has organizations turned off (most B2C apps), so there is nothing to walk.
+    NotEnabled,
 }
 
 /// What one walk did (or, with `--dry-run`, would do).
@@ -170,6 +189,12 @@ pub enum BackfillError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+    /// Clerk's list does not move on (a cursor ignored, far more records than it counted): the walk cannot end.
+    #[error("{0}")]
+    Stalled(String),
+    /// A walk named with `--only` that the Clerk instance does not offer.
+    #[error("{0}")]
+    NotEnabled(String),
 }
 
 /// Told of progress: when a walk starts (with Clerk's total, when known) and after every page.
@@ -227,6 +252,8 @@ mod tests {
         assert_eq!(Only::parse_walk("membership"), Ok(Kind::Membership));
         assert_eq!(Only::parse_walk("users"), Ok(Kind::User));
         assert!(Only::parse_walk("sessions").is_err());
+        assert!(only.names(Kind::Organization) && !only.names(Kind::User));
+        assert!(!Only::ALL.names(Kind::Organization), "taken by default, not named");
         assert_eq!(WALKS.map(walk_name), ["users", "organizations", "memberships"]);
     }
 }

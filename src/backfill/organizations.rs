@@ -16,20 +16,33 @@ use crate::store::{Change, Entity, Kind, Source};
 /// Organizations read from the database per query of the memberships walk.
 const ORGANIZATIONS_PER_READ: i64 = 100;
 
+/// What Clerk said when it turned a walk down because the instance has organizations off (`None`: walked).
+pub(super) type Off = Option<String>;
+
 impl Backfill {
+    /// Walks Clerk's organizations; `Some(what Clerk said)` when the instance has organizations turned off.
     pub(super) async fn organizations(
         &self,
         options: Options,
         progress: &mut dyn Progress,
         tally: &mut Tally,
-    ) -> Result<(), BackfillError> {
+    ) -> Result<Off, BackfillError> {
         const KIND: Kind = Kind::Organization;
         // `scanned` is also the offset to continue at.
         let mut checkpoint = self.begin(KIND, options, tally).await?;
         let mut first = true;
         loop {
             let offset = checkpoint.scanned.max(0) as u64;
-            let (page, total) = self.clerk.list_organizations(offset, PAGE_SIZE).await?;
+            let (page, total) = match self.clerk.list_organizations(offset, PAGE_SIZE).await {
+                Ok(answer) => answer,
+                Err(e) => match e.organizations_off(first && offset == 0) {
+                    Some(said) => {
+                        self.end(KIND, options).await?;
+                        return Ok(Some(said));
+                    }
+                    None => return Err(e.into()),
+                },
+            };
             if std::mem::take(&mut first) {
                 progress.start(KIND, Some(total));
             }
@@ -58,7 +71,7 @@ impl Backfill {
             tally.pruned = self.prune(KIND, options.dry_run).await?;
         }
         self.end(KIND, options).await?;
-        Ok(())
+        Ok(None)
     }
 
     /// The memberships of every organization, a second pass after the organizations walk rather than nested in
@@ -71,7 +84,7 @@ impl Backfill {
         options: Options,
         progress: &mut dyn Progress,
         tally: &mut Tally,
-    ) -> Result<(), BackfillError> {
+    ) -> Result<Off, BackfillError> {
         const KIND: Kind = Kind::Membership;
         let mut checkpoint = self.begin(KIND, options, tally).await?;
         let estimate = self.db.backfill_members_estimate().await?;
@@ -91,7 +104,11 @@ impl Backfill {
                 break;
             };
             for organization in organizations {
-                self.members_of(&organization, options, progress, tally).await?;
+                if let Some(said) = self.members_of(&organization, options, progress, tally).await? {
+                    // Organizations turned off since they were stored: nothing of them can be read.
+                    self.end(KIND, options).await?;
+                    return Ok(Some(said));
+                }
                 checkpoint.cursor = Some(organization);
                 checkpoint.scanned = tally.scanned as i64;
                 if !options.dry_run {
@@ -104,7 +121,7 @@ impl Backfill {
             tally.pruned = self.prune(KIND, options.dry_run).await?;
         }
         self.end(KIND, options).await?;
-        Ok(())
+        Ok(None)
     }
 
     /// Writes the memberships of one organization, a page at a time. The walk's cursor moves past the
@@ -118,7 +135,7 @@ impl Backfill {
         options: Options,
         progress: &mut dyn Progress,
         tally: &mut Tally,
-    ) -> Result<(), BackfillError> {
+    ) -> Result<Off, BackfillError> {
         const KIND: Kind = Kind::Membership;
         let mut offset = 0;
         loop {
@@ -128,9 +145,13 @@ impl Backfill {
                         organization,
                         "backfill: organization gone from Clerk; its memberships are left to --prune"
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
-                answer => answer?.0,
+                Err(e) => match e.organizations_off(false) {
+                    Some(said) => return Ok(Some(said)),
+                    None => return Err(e.into()),
+                },
+                Ok(answer) => answer.0,
             };
             let full = page.len() == PAGE_SIZE;
             offset += page.len() as u64;
@@ -147,7 +168,7 @@ impl Backfill {
                 progress.page(KIND, tally);
             }
             if !full {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

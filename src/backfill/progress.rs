@@ -130,6 +130,7 @@ pub fn describe(s: &Summary, dry_run: bool) -> String {
         let line = match t.walked {
             Walked::No => continue,
             Walked::Earlier => "completed by the interrupted run this one continued".to_owned(),
+            Walked::NotEnabled => "skipped: organizations are not enabled on this Clerk instance".to_owned(),
             Walked::Fresh | Walked::Resumed => format!(
                 "{}{} scanned; {} created, {} updated, {} unchanged, {} tombstoned by prune, {} skipped because \
                  tombstoned, {} failed",

@@ -14,6 +14,8 @@ impl Backfill {
         let started = Instant::now();
         let mut summary = Summary::default();
         let mut run = Run::open(self, options).await?;
+        // What Clerk said when it turned the organizations walk down: the memberships walk is then skipped too.
+        let mut organizations_off: Option<String> = None;
         for kind in WALKS.into_iter().filter(|k| options.only.contains(*k)) {
             let tally = summary.of_mut(kind);
             if run.done.contains(&kind) {
@@ -24,12 +26,37 @@ impl Backfill {
                 );
                 continue;
             }
-            match kind {
-                Kind::User => self.users(options, progress, tally).await?,
-                Kind::Organization => self.organizations(options, progress, tally).await?,
-                Kind::Membership => self.memberships(options, progress, tally).await?,
+            let off = match (kind, &organizations_off) {
+                (Kind::User, _) => self.users(options, progress, tally).await.map(|()| None)?,
+                (_, Some(said)) => Some(said.clone()),
+                (Kind::Organization, None) => self.organizations(options, progress, tally).await?,
+                (Kind::Membership, None) => self.memberships(options, progress, tally).await?,
+            };
+            match off {
+                Some(said) => {
+                    *tally = Tally {
+                        walked: Walked::NotEnabled,
+                        ..Tally::default()
+                    };
+                    if options.only.names(kind) {
+                        return Err(BackfillError::NotEnabled(format!(
+                            "{}: organizations are not enabled on this Clerk instance (Clerk answered {said}); \
+                             turn them on in Clerk's dashboard, or leave {} out of --only",
+                            walk_name(kind),
+                            walk_name(kind)
+                        )));
+                    }
+                    if organizations_off.is_none() {
+                        tracing::info!(
+                            clerk_said = said.as_str(),
+                            "backfill: organizations are not enabled on this Clerk instance; organizations and \
+                             memberships skipped"
+                        );
+                    }
+                    organizations_off = Some(said);
+                }
+                None => log(kind, tally, options.dry_run),
             }
-            log(kind, tally, options.dry_run);
             run.completed(self, kind).await?;
         }
         run.finish(self).await?;

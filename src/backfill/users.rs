@@ -1,13 +1,14 @@
-//! The users walk: `GET /v1/users` 500 at a time with the `starting_after` cursor, written while the next page
-//! is fetched.
+//! The users walk: `GET /v1/users` 500 at a time with the `starting_after` cursor (see `cursor.rs`), written while
+//! the next page is fetched.
 
 use std::collections::VecDeque;
 
 use tokio::task::JoinHandle;
 
+use super::cursor::{trail_text, UserPages};
 use super::page::{write_page, PageResult};
 use super::{walk_name, Backfill, BackfillError, Options, Progress, Tally};
-use crate::clerk::{ClerkError, ClerkUser, Cursor, PAGE_SIZE};
+use crate::clerk::ClerkUser;
 use crate::store::backfill::Checkpoint;
 use crate::store::{Change, Db, Entity, Kind, Source, StoreError};
 
@@ -21,43 +22,22 @@ impl Backfill {
         tally: &mut Tally,
     ) -> Result<(), BackfillError> {
         let mut checkpoint = self.begin(USERS, options, tally).await?;
-        progress.start(USERS, self.clerk.count_users().await.ok());
+        let count = self.clerk.count_users().await.ok();
+        progress.start(USERS, count);
         // The next page is fetched while this one is written: the walk takes the longer of the two, not both.
-        let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<ClerkUser>, ClerkError>>(2);
-        let clerk = &self.clerk;
-        let start = checkpoint.cursor.clone();
-        let resumed_at = tally.scanned;
+        let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<ClerkUser>, BackfillError>>(2);
+        let mut walk = UserPages::new(&self.clerk, checkpoint.cursor.as_deref(), tally.scanned, count);
         let fetch = async move {
-            let mut cursor = start.map(Cursor::After);
-            let mut fetched = resumed_at;
             loop {
-                let mut page = clerk.list_users(cursor.as_ref(), PAGE_SIZE).await;
-                // An instance that refuses the cursor is walked by offset instead (slower on Clerk's side at
-                // large offsets, so only as a fallback).
-                if let (Err(ClerkError::Refused(400 | 422)), Some(Cursor::After(_))) = (&page, &cursor) {
-                    tracing::warn!(
-                        offset = fetched,
-                        "Clerk refused starting_after; paging by offset instead"
-                    );
-                    cursor = Some(Cursor::Offset(fetched));
-                    page = clerk.list_users(cursor.as_ref(), PAGE_SIZE).await;
-                }
-                let next = match (&page, &cursor) {
-                    (Ok(users), Some(Cursor::Offset(n))) if users.len() == PAGE_SIZE => {
-                        Some(Cursor::Offset(n + PAGE_SIZE as u64))
+                let page = walk.next().await.transpose();
+                let last = page.is_none() || matches!(page, Some(Err(_)));
+                if let Some(page) = page {
+                    if pages_tx.send(page).await.is_err() {
+                        return;
                     }
-                    (Ok(users), _) if users.len() == PAGE_SIZE => users.last().map(|u| Cursor::After(u.id.clone())),
-                    _ => None,
-                };
-                if let Ok(users) = &page {
-                    fetched += users.len() as u64;
                 }
-                if pages_tx.send(page).await.is_err() {
+                if last {
                     return;
-                }
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => return,
                 }
             }
         };
@@ -80,12 +60,12 @@ impl Backfill {
                     let page = match page {
                         Ok(page) => page,
                         Err(e) => {
-                            failed = Some(e.into());
+                            failed = Some(e);
                             more = false;
                             break;
                         }
                     };
-                    let Some(last) = page.last().map(|u| u.id.clone()) else {
+                    let Some(trail) = trail_text(&page) else {
                         more = false;
                         break;
                     };
@@ -97,7 +77,7 @@ impl Backfill {
                             delivery: None,
                         })
                         .collect();
-                    checkpoint.cursor = Some(last);
+                    checkpoint.cursor = Some(trail);
                     checkpoint.scanned += changes.len() as i64;
                     if options.dry_run {
                         self.apply_page(USERS, changes, None, options, tally).await?;

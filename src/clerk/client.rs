@@ -28,9 +28,10 @@ pub enum ClerkError {
     /// 429 (or our own request budget), with the wait Clerk asked for.
     #[error("Clerk rate limit reached")]
     RateLimited(Option<Duration>),
-    /// Any other 4xx: retrying cannot help (a wrong secret key, say).
-    #[error("Clerk refused the request with HTTP {0}")]
-    Refused(u16),
+    /// Any other 4xx: retrying cannot help (a wrong secret key, say). `code` is the first error code of Clerk's
+    /// `{"errors": [{"code": …}]}` body, when it sent one (`organization_not_enabled_in_instance`, say).
+    #[error("Clerk refused the request with HTTP {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Refused { status: u16, code: Option<String> },
     #[error("Clerk sent an unexpected response: {0}")]
     Malformed(String),
 }
@@ -176,19 +177,37 @@ impl ClerkClient {
                     .map_err(|e| ClerkError::Unavailable(describe(&e)))?;
                 serde_json::from_slice(&bytes).map_err(|e| ClerkError::Malformed(e.to_string()))
             }
-            StatusCode::NOT_FOUND => {
-                let body = response.text().await.unwrap_or_default();
-                if body.contains("resource_not_found") {
-                    Err(ClerkError::NotFound)
-                } else {
-                    Err(ClerkError::Refused(404))
-                }
-            }
             StatusCode::TOO_MANY_REQUESTS => Err(ClerkError::RateLimited(retry_after(&response))),
             s if s.is_server_error() => Err(ClerkError::Unavailable(format!("HTTP {}", s.as_u16()))),
-            s => Err(ClerkError::Refused(s.as_u16())),
+            s => {
+                let code = error_code(&response.bytes().await.unwrap_or_default());
+                match (s, code) {
+                    (StatusCode::NOT_FOUND, Some(code)) if code == "resource_not_found" => Err(ClerkError::NotFound),
+                    (s, code) => Err(ClerkError::Refused {
+                        status: s.as_u16(),
+                        code,
+                    }),
+                }
+            }
         }
     }
+}
+
+/// The first `code` of Clerk's error body `{"errors": [{"code": "…", "message": "…"}]}`, if it is one. Only the
+/// code is kept: messages may quote what the request carried.
+fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: String,
+    }
+    let errors: Errors = serde_json::from_slice(body).ok()?;
+    let code = errors.errors.into_iter().next()?.code;
+    // A code is a short identifier; anything else is not one.
+    (code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(code)
 }
 
 /// The longest `Retry-After` believed. A larger value (a misbehaving proxy, or `u64::MAX`) would otherwise be

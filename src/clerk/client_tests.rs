@@ -94,7 +94,10 @@ async fn other_4xx_are_not_retried() {
         .await;
     assert_eq!(
         client(&server, |_| {}).await.get_user(USER).await.unwrap_err(),
-        ClerkError::Refused(401)
+        ClerkError::Refused {
+            status: 401,
+            code: Some("authentication_invalid".into())
+        }
     );
 }
 

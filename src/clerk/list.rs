@@ -80,6 +80,33 @@ impl ClerkClient {
     }
 }
 
+/// The error codes Clerk answers a feature that is turned off on the instance with (organizations on an instance
+/// without them: 403 `organization_not_enabled_in_instance`).
+const NOT_ENABLED_CODES: &[&str] = &["organization_not_enabled_in_instance", "feature_not_enabled"];
+
+impl ClerkError {
+    /// Whether this answer to an organizations list means the instance has organizations turned off, and if so
+    /// what Clerk said (for the log line). A documented "not enabled" code counts on any page; on the first
+    /// page of a walk so does any other refusal (a 404 `resource_not_found`, an unknown 4xx), as nothing was
+    /// listed yet — except 401, a key Clerk does not accept, which stays an error.
+    pub fn organizations_off(&self, first_page: bool) -> Option<String> {
+        match self {
+            ClerkError::Refused {
+                status,
+                code: Some(code),
+            } if NOT_ENABLED_CODES.contains(&code.as_str()) || code.ends_with("_not_enabled") => {
+                Some(format!("HTTP {status} {code}"))
+            }
+            ClerkError::NotFound if first_page => Some("HTTP 404 resource_not_found".into()),
+            ClerkError::Refused { status, code } if first_page && *status != 401 => Some(match code {
+                Some(code) => format!("HTTP {status} {code}"),
+                None => format!("HTTP {status}"),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Every object of a page, or the page is malformed (a walk never skips an object it cannot read: `--prune`
 /// would then tombstone it).
 fn parse<T>(values: Vec<Value>, from_value: fn(Value) -> Result<T, serde_json::Error>) -> Result<Vec<T>, ClerkError> {
@@ -108,4 +135,47 @@ fn encode(id: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, code: Option<&str>) -> ClerkError {
+        ClerkError::Refused {
+            status,
+            code: code.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn organizations_off_reads_clerks_answers() {
+        let off = refused(403, Some("organization_not_enabled_in_instance"));
+        assert_eq!(
+            off.organizations_off(false).as_deref(),
+            Some("HTTP 403 organization_not_enabled_in_instance"),
+            "a documented code counts on any page"
+        );
+        assert!(ClerkError::NotFound.organizations_off(true).is_some());
+        assert!(
+            ClerkError::NotFound.organizations_off(false).is_none(),
+            "later: a shifted page, not a feature"
+        );
+        assert_eq!(
+            refused(422, None).organizations_off(true).as_deref(),
+            Some("HTTP 422"),
+            "an unknown 4xx on the first page"
+        );
+        assert!(refused(422, Some("form_param_unknown"))
+            .organizations_off(false)
+            .is_none());
+        assert!(
+            refused(401, None).organizations_off(true).is_none(),
+            "a wrong key stays an error"
+        );
+        assert!(ClerkError::Unavailable("HTTP 503".into())
+            .organizations_off(true)
+            .is_none());
+        assert!(ClerkError::RateLimited(None).organizations_off(true).is_none());
+    }
 }

@@ -1,112 +1,13 @@
 //! `clerk-sync backfill` of users against a fake Clerk list endpoint, on both backends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use clerk_sync::backfill::{Only, Options, Summary};
-use serde_json::{json, Value};
-use wiremock::{Request, Respond, ResponseTemplate};
 
 use crate::clerk::{now_ms, svix_id, ClerkUser};
+use crate::fake_users::mount;
 use crate::helpers::{spawn_app_with_clerk, TestApp};
-
-/// Serves `GET /v1/users?limit&order_by=+created_at&starting_after` from a list, as Clerk does (a bare array),
-/// with optional failures: `fail` answers that status (and `Retry-After: 1` on 429) for the requests numbered
-/// in `failing` (0-based, list pages only).
-struct FakeList {
-    users: Vec<Value>,
-    served: AtomicUsize,
-    failing: std::sync::Mutex<Vec<usize>>,
-    fail: u16,
-    /// Answer 400 to `starting_after`, as an instance without cursor paging would.
-    refuse_cursor: std::sync::atomic::AtomicBool,
-}
-
-impl FakeList {
-    /// Clerk works again.
-    fn heal(&self) {
-        self.failing.lock().expect("lock").clear();
-    }
-}
-
-impl Respond for FakeList {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let n = self.served.fetch_add(1, Ordering::SeqCst);
-        if self.failing.lock().expect("lock").contains(&n) {
-            let mut answer = ResponseTemplate::new(self.fail);
-            if self.fail == 429 {
-                answer = answer.insert_header("retry-after", "1");
-            }
-            return answer;
-        }
-        let query: std::collections::HashMap<String, String> = request.url.query_pairs().into_owned().collect();
-        assert_eq!(
-            query.get("order_by").map(String::as_str),
-            Some("+created_at"),
-            "{}",
-            request.url
-        );
-        let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
-        assert!(limit <= 500, "Clerk's pages hold at most 500");
-        if query.contains_key("starting_after") && self.refuse_cursor.load(Ordering::SeqCst) {
-            return ResponseTemplate::new(400).set_body_json(json!({
-                "errors": [{"code": "form_param_unknown", "message": "is unknown", "long_message": "starting_after is not a valid parameter"}]
-            }));
-        }
-        if let Some(offset) = query.get("offset").and_then(|o| o.parse::<usize>().ok()) {
-            let page: Vec<&Value> = self.users.iter().skip(offset).take(limit).collect();
-            return ResponseTemplate::new(200).set_body_json(page);
-        }
-        let start = match query.get("starting_after") {
-            Some(after) => self
-                .users
-                .iter()
-                .position(|u| u["id"] == *after.as_str())
-                .map_or(self.users.len(), |i| i + 1),
-            None => 0,
-        };
-        let page: Vec<&Value> = self.users.iter().skip(start).take(limit).collect();
-        ResponseTemplate::new(200).set_body_json(page)
-    }
-}
-
-async fn mount(app: &TestApp, users: &[ClerkUser], failing: Vec<usize>, fail: u16) -> Arc<FakeList> {
-    use wiremock::matchers::{method, path};
-    let list = Arc::new(FakeList {
-        users: users.iter().map(ClerkUser::data).collect(),
-        served: AtomicUsize::new(0),
-        failing: std::sync::Mutex::new(failing),
-        fail,
-        refuse_cursor: Default::default(),
-    });
-    wiremock::Mock::given(method("GET"))
-        .and(path("/v1/users/count"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"object": "total_count", "total_count": users.len()})),
-        )
-        .mount(app.clerk())
-        .await;
-    wiremock::Mock::given(method("GET"))
-        .and(path("/v1/users"))
-        .respond_with(ArcList(list.clone()))
-        .mount(app.clerk())
-        .await;
-    // A run walks organizations too (tests/api/backfill_organizations.rs): this instance has none.
-    wiremock::Mock::given(method("GET"))
-        .and(path("/v1/organizations"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [], "total_count": 0})))
-        .mount(app.clerk())
-        .await;
-    list
-}
-
-struct ArcList(Arc<FakeList>);
-
-impl Respond for ArcList {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        self.0.respond(request)
-    }
-}
 
 const PRUNE: Options = Options {
     prune: true,

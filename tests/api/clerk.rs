@@ -229,6 +229,18 @@ pub fn failing_mock(clerk_id: &str, status: u16) -> wiremock::Mock {
         })))
 }
 
+/// What Clerk answers every organizations endpoint of an instance without organizations (verified against real
+/// instances: 403, code `organization_not_enabled_in_instance`).
+pub fn organizations_off() -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(403).set_body_json(json!({
+        "errors": [{
+            "message": "access denied",
+            "long_message": "The organizations feature is not enabled for this instance.",
+            "code": "organization_not_enabled_in_instance"
+        }]
+    }))
+}
+
 /// `GET /v1/jwks` (with the secret key) answers [`JWKS`].
 pub fn jwks_mock() -> wiremock::Mock {
     use wiremock::matchers::{header, method, path};

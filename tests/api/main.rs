@@ -7,6 +7,7 @@ mod helpers;
 mod api_checks;
 mod clerk;
 mod clerk_orgs;
+mod fake_users;
 mod test_db;
 
 mod adoption;
@@ -14,7 +15,9 @@ mod adoption_edge_cases;
 mod api_auth;
 mod availability;
 mod backfill;
+mod backfill_b2c;
 mod backfill_organizations;
+mod backfill_walk;
 mod concurrency;
 mod deletes;
 mod fallback;

@@ -1,0 +1,141 @@
+//! A Clerk instance without organizations, as its users meet it: `clerk-sync backfill` exits 0 and says
+//! organizations were skipped, `--only organizations` exits non-zero with the reason, and `serve` with
+//! `reconcile.interval` records its reconciles as successful — on both backends, the daemon as a real process.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::{clerk_user, now_ms, user_id};
+use crate::daemon::{Daemon, PgDatabase};
+
+/// A fake Clerk with `n` users and organizations turned off (Clerk's own answer: 403
+/// `organization_not_enabled_in_instance` on every organizations endpoint).
+async fn instance_without_organizations(n: usize) -> MockServer {
+    let clerk = MockServer::start().await;
+    let users: Vec<_> = (0..n)
+        .map(|i| clerk_user(&user_id(), now_ms() - 60_000 + i as i64))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/v1/users/count"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "total_count", "total_count": n})))
+        .mount(&clerk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(users))
+        .mount(&clerk)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/v1/organizations"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"errors": [{
+            "message": "access denied",
+            "long_message": "The organizations feature is not enabled for this instance.",
+            "code": "organization_not_enabled_in_instance"
+        }]})))
+        .mount(&clerk)
+        .await;
+    clerk
+}
+
+/// `clerk-sync backfill <args>` on `database_url` against `clerk_url`: exit code, stdout, stderr.
+fn backfill(database_url: &str, clerk_url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .arg("backfill")
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("DATABASE_URL", database_url)
+        .env("CLERK_API_URL", clerk_url)
+        .env("CLERK_SECRET_KEY", "sk_test_x")
+        .output()
+        .expect("clerk-sync backfill runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn backfill_exits_0_and_only_organizations_exits_1(database_url: &str) {
+    let clerk = instance_without_organizations(3).await;
+    let (code, out, err) = backfill(database_url, &clerk.uri(), &["--prune"]);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("3 scanned; 3 created"), "{out}");
+    assert!(
+        out.contains("organizations: skipped: organizations are not enabled on this Clerk instance"),
+        "{out}"
+    );
+    assert!(
+        err.contains("organizations are not enabled on this Clerk instance; organizations and memberships skipped"),
+        "one log line says why: {err}"
+    );
+
+    let (code, out, err) = backfill(database_url, &clerk.uri(), &["--only", "organizations"]);
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("organizations are not enabled on this Clerk instance (Clerk answered HTTP 403 organization_not_enabled_in_instance)"),
+        "{err}"
+    );
+}
+
+async fn reconcile_records_its_success(database_url: &str) {
+    let clerk = instance_without_organizations(2).await;
+    let daemon = Daemon::start(
+        database_url,
+        &clerk.uri(),
+        &[
+            ("CLERK_SYNC_RECONCILE__INTERVAL", "1s"),
+            ("CLERK_SYNC_RECONCILE__PRUNE", "true"),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = daemon.metrics().await;
+        let last_success = text
+            .lines()
+            .find_map(|l| l.strip_prefix("clerk_sync_backfill_last_success_timestamp_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if last_success > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful reconcile recorded within 30 s; metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_on_an_instance_without_organizations_postgres() {
+    let db = PgDatabase::create().await;
+    backfill_exits_0_and_only_organizations_exits_1(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_on_an_instance_without_organizations_sqlite() {
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    backfill_exits_0_and_only_organizations_exits_1(&format!("sqlite://{}", dir.path().join("b.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_without_organizations_succeeds_postgres() {
+    let db = PgDatabase::create().await;
+    reconcile_records_its_success(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_without_organizations_succeeds_sqlite() {
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    reconcile_records_its_success(&format!("sqlite://{}", dir.path().join("r.db").display())).await;
+}
