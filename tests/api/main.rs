@@ -7,6 +7,7 @@ mod helpers;
 mod api_checks;
 mod clerk;
 mod clerk_orgs;
+mod forward_receiver;
 mod test_db;
 
 mod adoption;
@@ -22,6 +23,7 @@ mod fallback_concurrency;
 mod faults;
 mod feed;
 mod forward;
+mod forward_safety;
 mod hostile;
 mod organizations;
 mod profile;
