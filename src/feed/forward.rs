@@ -53,10 +53,10 @@ pub struct Forwarder {
 impl Forwarder {
     /// `None` when forwarding is off (no `forward.url`). The configuration has checked the secret.
     pub fn new(db: Arc<Db>, feed: FeedHandle, settings: &ForwardSettings) -> Result<Option<Forwarder>, String> {
-        let url = settings.url.trim();
-        if url.is_empty() {
+        if !settings.url.is_set() {
             return Ok(None);
         }
+        let url = settings.url.expose();
         let signer = svix::webhooks::Webhook::new(settings.signing_secret.expose())
             .map_err(|e| format!("forward.signing_secret does not decode: {e}"))?;
         let http = reqwest::Client::builder()
@@ -219,19 +219,30 @@ impl Forwarder {
             .body(body.to_owned())
             .send()
             .await
-            .map_err(|e| {
-                Failure::Unreachable(if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    e.to_string()
-                })
-            })?;
+            .map_err(|e| Failure::Unreachable(describe(e)))?;
         if response.status().is_success() {
             Ok(())
         } else {
             Err(Failure::Status(response.status().as_u16()))
         }
     }
+}
+
+/// What went wrong with a request, for the log: never the URL, whose path or query may hold a token (reqwest's
+/// own text names it). The causes say why: "connection refused", a TLS or DNS failure.
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Scheme, host and port of `url`: its path, query or user info may hold a token, which must not reach the logs.
