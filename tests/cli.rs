@@ -359,6 +359,89 @@ fn check_config_never_prints_a_password_given_as_a_query_parameter() {
 }
 
 #[test]
+fn check_config_never_prints_the_forward_urls_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let forward = "https://hooks:pa55word@app.example.com:8443/clerk-sync?tenant=acme&token=t0ken&api_key=k3y";
+    let signing = secret();
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("CLERK_SYNC_FORWARD__URL", forward),
+        ("CLERK_SYNC_FORWARD__SIGNING_SECRET", signing.as_str()),
+    ];
+    let (code, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("app.example.com:8443/clerk-sync") && stdout.contains("tenant=acme"),
+        "the forward URL (redacted) must be printed: {stdout}"
+    );
+    assert!(stdout.contains("token=[redacted]"), "{stdout}");
+    for output in [&stdout, &stderr] {
+        for leaked in ["pa55word", "t0ken", "k3y", signing.trim_start_matches("whsec_")] {
+            assert!(!output.contains(leaked), "{leaked} leaked: {output}");
+        }
+    }
+}
+
+#[test]
+fn serve_refuses_to_forward_to_its_own_webhook_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let signing = secret();
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    for forward in [
+        format!("http://127.0.0.1:{port}/webhooks/clerk"),
+        format!("http://localhost:{port}/webhooks/clerk?token=s3cret"),
+        format!("http://[::1]:{port}/webhooks/clerk/"),
+        format!("http://0.0.0.0:{port}/webhooks/clerk"),
+    ] {
+        let vars = [
+            ("DATABASE_URL", url.as_str()),
+            ("CLERK_SYNC_LISTEN", listen.as_str()),
+            ("CLERK_SYNC_METRICS_LISTEN", "127.0.0.1:0"),
+            ("CLERK_SYNC_FORWARD__URL", forward.as_str()),
+            ("CLERK_SYNC_FORWARD__SIGNING_SECRET", signing.as_str()),
+        ];
+        // Bounded: a daemon that accepted the URL would serve until killed.
+        let mut child = Daemon(
+            clerk_sync(dir.path(), &["serve"], &vars)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot start clerk-sync"),
+        );
+        let code = child.wait_exit(Duration::from_secs(30));
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.0.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+        }
+        assert_eq!(code, Some(78), "{forward}: {stderr}");
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "{forward}: one line on stderr, got: {stderr}");
+        assert!(
+            lines[0].contains("forward.url") && lines[0].contains("/webhooks/clerk"),
+            "{forward}: the error must name forward.url and the problem: {stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "the URL's token leaked: {stderr}");
+    }
+    // Another port, or another path on this one, is the application's.
+    for forward in [
+        format!("http://127.0.0.1:{}/webhooks/clerk", port - 1),
+        format!("http://127.0.0.1:{port}/hooks/clerk-sync"),
+    ] {
+        let vars = [
+            ("DATABASE_URL", url.as_str()),
+            ("CLERK_SYNC_LISTEN", listen.as_str()),
+            ("CLERK_SYNC_FORWARD__URL", forward.as_str()),
+            ("CLERK_SYNC_FORWARD__SIGNING_SECRET", signing.as_str()),
+        ];
+        let (code, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+        assert_eq!(code, Some(0), "{forward}: stdout: {stdout}\nstderr: {stderr}");
+    }
+}
+
+#[test]
 fn serve_and_check_config_refuse_an_unknown_key_from_the_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = sqlite_url(dir.path());

@@ -140,29 +140,7 @@ impl Settings {
                 "must be at least 48: Svix retries a delivery for about 27 hours",
             ));
         }
-        if !self.forward.url.trim().is_empty() {
-            let url = url::Url::parse(self.forward.url.trim())
-                .map_err(|e| ConfigError::invalid("forward", "url", format!("not a valid URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid("forward", "url", "must be an http(s) URL"));
-            }
-            if !self.changes.enabled {
-                return Err(ConfigError::invalid(
-                    "forward",
-                    "url",
-                    "forwarding follows the change feed: set changes.enabled = true, or unset forward.url",
-                ));
-            }
-            let secret = self.forward.signing_secret.expose();
-            if secret.is_empty() || svix::webhooks::Webhook::new(secret).is_err() {
-                return Err(ConfigError::invalid(
-                    "forward",
-                    "signing_secret",
-                    "must be whsec_ followed by base64 when forward.url is set: the application verifies each \
-                     forwarded change with it",
-                ));
-            }
-        }
+        super::forward::validate(self)?;
         if let Err(e) = self.reconcile.every() {
             return Err(ConfigError::invalid("reconcile", "interval", e));
         }

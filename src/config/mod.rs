@@ -3,6 +3,7 @@
 //! Secrets are wrapped in [`Secret`], whose `Debug` and `Serialize` never show the value, so neither logs nor
 //! `check-config` can leak them.
 
+mod forward;
 mod load;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use forward::{ForwardSettings, ForwardUrl};
 pub use load::{check_env_names, ConfigError};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -50,17 +52,6 @@ impl ChangesSettings {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.max(10))
     }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardSettings {
-    /// Where each change is POSTed; empty: no forwarding.
-    pub url: String,
-    /// `whsec_…`: signs forwarded changes the Standard Webhooks way.
-    pub signing_secret: Secret,
-    pub timeout_ms: u64,
-    pub max_backoff_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -282,20 +273,20 @@ impl DatabaseUrl {
     pub fn scheme(&self) -> &str {
         self.0.split_once(':').map(|(s, _)| s).unwrap_or_default()
     }
+}
 
-    /// The URL with every secret-bearing part shown as `[redacted]`: the password of `user:password@`, and the
-    /// value of any query parameter whose name mentions a pass(word), secret, token or key (sqlx reads
-    /// `?password=` and `?sslpassword=`; the others are redacted in case a driver or proxy reads them).
-    fn redacted(&self) -> String {
-        let with_userinfo = match url::Url::parse(&self.0) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some(REDACTED));
-                u.to_string()
-            }
-            _ => self.0.clone(),
-        };
-        redact_query(&with_userinfo)
-    }
+/// `url` with every secret-bearing part shown as `[redacted]`: the password of `user:password@`, and the value
+/// of any query parameter whose name mentions a pass(word), secret, token or key (sqlx reads `?password=` and
+/// `?sslpassword=`; the others are redacted in case a driver, proxy or application reads them).
+fn redact_url(url: &str) -> String {
+    let with_userinfo = match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(REDACTED));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    };
+    redact_query(&with_userinfo)
 }
 
 const REDACTED: &str = "[redacted]";
@@ -350,13 +341,13 @@ fn is_secret_param(name: &str) -> bool {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
+        f.write_str(&redact_url(&self.0))
     }
 }
 
 impl Serialize for DatabaseUrl {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
+        s.serialize_str(&redact_url(&self.0))
     }
 }
 

@@ -2,6 +2,8 @@
 //! Standard Webhooks way, until it answers 2xx. At least once: the cursor is saved after each acknowledged
 //! change, so a crash between the answer and the save repeats that one change (same `webhook-id`) and loses
 //! none. One forwarder runs at a time across replicas (a Postgres advisory lock); the others wait to take over.
+//! A forwarder confirms it still holds the lock before every attempt and the saved cursor only moves forward, so
+//! one that lost its lock (its session ended) sends at most the change in flight after another took over.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +21,14 @@ use crate::telemetry::metrics;
 const NAME: &str = "forward";
 /// Changes read per query.
 const PAGE: i64 = 100;
+
+/// Why a forwarder stopped forwarding (to compete for the lock again).
+enum Pause {
+    /// Its lock's database session ended: another replica may forward now.
+    LockLost,
+    /// The saved cursor stood past this forwarder's: another one forwards.
+    Overtaken,
+}
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +53,18 @@ pub struct Forwarder {
 impl Forwarder {
     /// `None` when forwarding is off (no `forward.url`). The configuration has checked the secret.
     pub fn new(db: Arc<Db>, feed: FeedHandle, settings: &ForwardSettings) -> Result<Option<Forwarder>, String> {
-        let url = settings.url.trim();
-        if url.is_empty() {
+        if !settings.url.is_set() {
             return Ok(None);
         }
+        let url = settings.url.expose();
         let signer = svix::webhooks::Webhook::new(settings.signing_secret.expose())
             .map_err(|e| format!("forward.signing_secret does not decode: {e}"))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .user_agent(concat!("clerk-sync/", env!("CARGO_PKG_VERSION")))
+            // A redirect is a failed attempt: followed, a 302 turns the POST into a bodiless GET whose 2xx would
+            // count as delivered, and a 307 sends the signed change to whatever host the redirect names.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Some(Forwarder {
@@ -83,7 +96,10 @@ impl Forwarder {
             tracing::info!(to = %origin(&self.url), "forwarding changes");
             let mut lock = lock;
             match self.forward_all(&mut lock).await {
-                Ok(()) => tracing::warn!("forwarding paused: the lock's database session ended"),
+                Ok(Pause::LockLost) => tracing::warn!("forwarding paused: the lock's database session ended"),
+                Ok(Pause::Overtaken) => {
+                    tracing::warn!("forwarding paused: another replica's forwarder has moved the cursor further")
+                }
                 Err(e) => tracing::warn!(error = %e, "forwarding paused: the database is unavailable"),
             }
             // This replica no longer forwards: its lag says nothing now (the one that takes over reports).
@@ -95,12 +111,12 @@ impl Forwarder {
 
     /// Forwards from the saved cursor on, for as long as the database answers and `lock` is held (returns when it
     /// is lost, so that two replicas never forward at once for long).
-    async fn forward_all(&self, lock: &mut Exclusive) -> Result<(), crate::store::StoreError> {
+    async fn forward_all(&self, lock: &mut Exclusive) -> Result<Pause, crate::store::StoreError> {
         let mut cursor = self.db.forward_cursor(NAME).await?;
         let mut head = self.feed.subscribe();
         loop {
             if !lock.is_held().await {
-                return Ok(());
+                return Ok(Pause::LockLost);
             }
             let pruned = self.db.feed_pruned_through().await?;
             if cursor < pruned {
@@ -123,15 +139,21 @@ impl Forwarder {
             set_lag(oldest);
             for change in &page {
                 set_lag(change);
-                self.deliver(change).await;
+                if !self.deliver(change, lock).await {
+                    return Ok(Pause::LockLost);
+                }
                 cursor = change.seq;
-                self.db.save_forward_cursor(NAME, cursor).await?;
+                if !self.db.save_forward_cursor(NAME, cursor).await? {
+                    return Ok(Pause::Overtaken);
+                }
             }
         }
     }
 
-    /// Delivers one change, retrying with exponential backoff until the application acknowledges it.
-    async fn deliver(&self, change: &FeedChange) {
+    /// Delivers one change, retrying with exponential backoff until the application acknowledges it. `false`
+    /// when `lock` was lost first: another replica may be forwarding from the saved cursor by now, so this one
+    /// must send nothing more (its retries would interleave old changes with the other one's).
+    async fn deliver(&self, change: &FeedChange, lock: &mut Exclusive) -> bool {
         let data = self.current_row(&change.clerk_id).await;
         let body = json!({
             "type": format!("{}.{}", change.kind, change.op),
@@ -142,10 +164,13 @@ impl Forwarder {
         let id = format!("chg_{}", change.seq);
         let mut backoff = Duration::from_millis(500);
         loop {
+            if !lock.is_held().await {
+                return false;
+            }
             match self.attempt(&id, &body).await {
                 Ok(()) => {
                     ::metrics::counter!(metrics::FORWARD_DELIVERIES, "outcome" => "delivered").increment(1);
-                    return;
+                    return true;
                 }
                 Err(failure) => {
                     let outcome = match failure {
@@ -194,19 +219,30 @@ impl Forwarder {
             .body(body.to_owned())
             .send()
             .await
-            .map_err(|e| {
-                Failure::Unreachable(if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    e.to_string()
-                })
-            })?;
+            .map_err(|e| Failure::Unreachable(describe(e)))?;
         if response.status().is_success() {
             Ok(())
         } else {
             Err(Failure::Status(response.status().as_u16()))
         }
     }
+}
+
+/// What went wrong with a request, for the log: never the URL, whose path or query may hold a token (reqwest's
+/// own text names it). The causes say why: "connection refused", a TLS or DNS failure.
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Scheme, host and port of `url`: its path, query or user info may hold a token, which must not reach the logs.

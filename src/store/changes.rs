@@ -155,23 +155,27 @@ impl Db {
         Ok(seq.unwrap_or(0))
     }
 
-    pub async fn save_forward_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
+    /// Moves the cursor of `name` forward to `seq`; never back. `false` when it already stood past `seq`: another
+    /// forwarder (one that took over while this one did not yet know it lost its lock) has gone further.
+    pub async fn save_forward_cursor(&self, name: &str, seq: i64) -> Result<bool, StoreError> {
+        // `<=`, not `<`: saving the seq it stands at is no sign of another forwarder being ahead.
         let sql = "INSERT INTO clerk_sync_forward (name, seq) VALUES ($1, $2) \
-                   ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = CURRENT_TIMESTAMP";
-        match self {
+                   ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = CURRENT_TIMESTAMP \
+                   WHERE clerk_sync_forward.seq <= excluded.seq";
+        let saved = match self {
             Db::Postgres(s) => sqlx::query(sql)
                 .bind(name)
                 .bind(seq)
                 .execute(s.pool())
-                .await
-                .map(|_| ())?,
+                .await?
+                .rows_affected(),
             Db::Sqlite(s) => sqlx::query(sql)
                 .bind(name)
                 .bind(seq)
                 .execute(s.pool())
-                .await
-                .map(|_| ())?,
-        }
-        Ok(())
+                .await?
+                .rows_affected(),
+        };
+        Ok(saved > 0)
     }
 }

@@ -1,200 +1,18 @@
 //! Forwarding (`forward.url`): every change of the feed POSTed to the application in seq order, signed the
 //! Standard Webhooks way, retried until acknowledged, resumed from the saved cursor, refused without a secret.
 //!
-//! The application is a small axum server on loopback that records every request and answers what the test
-//! scripted (a status, or a hang past the daemon's `forward.timeout_ms`), 200 otherwise.
+//! The application is [`Receiver`](crate::forward_receiver::Receiver).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use reqwest::StatusCode as ReqwestStatus;
 use serde_json::Value;
 
 use crate::clerk::{now_ms, svix_id, ClerkUser};
 use crate::clerk_orgs::{ClerkMembership, ClerkOrganization};
+use crate::forward_receiver::{feed_head, forward_env, saved_cursor, wait_cursor, Answer, Receiver, Seen};
 use crate::helpers::{new_secret, spawn_app_with, spawn_app_with_clerk, TestApp, TestDatabase, SERVICE_TOKEN};
-
-/// What the application answers one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Answer {
-    Status(u16),
-    /// 200, but only after this long: past the daemon's timeout, so not an acknowledgement.
-    Hang(Duration),
-}
-
-/// One request the application received.
-#[derive(Clone, Debug)]
-struct Seen {
-    at: Instant,
-    headers: HeaderMap,
-    body: String,
-    answer: Answer,
-}
-
-impl Seen {
-    /// Whether the daemon saw this answer as an acknowledgement (2xx in time).
-    fn acked(&self) -> bool {
-        matches!(self.answer, Answer::Status(s) if (200..300).contains(&s))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("a forwarded request without {name}: {:?}", self.headers))
-            .to_str()
-            .expect("a header that is not ASCII")
-    }
-
-    /// The seq named by `webhook-id` (`chg_<seq>`).
-    fn seq(&self) -> i64 {
-        let id = self.header("webhook-id");
-        id.strip_prefix("chg_")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("webhook-id {id:?} is not chg_<seq>"))
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("a forwarded body that is not JSON ({e}): {}", self.body))
-    }
-}
-
-#[derive(Default)]
-struct Inbox {
-    seen: Vec<Seen>,
-    script: VecDeque<Answer>,
-}
-
-/// The application's endpoint: `url` takes the forwarded changes. Stops when dropped.
-struct Receiver {
-    url: String,
-    inbox: Arc<Mutex<Inbox>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn receive(State(inbox): State<Arc<Mutex<Inbox>>>, headers: HeaderMap, body: String) -> StatusCode {
-    let answer = {
-        let mut inbox = inbox.lock().expect("inbox lock");
-        let answer = inbox.script.pop_front().unwrap_or(Answer::Status(200));
-        inbox.seen.push(Seen {
-            at: Instant::now(),
-            headers,
-            body,
-            answer,
-        });
-        answer
-    };
-    match answer {
-        Answer::Status(code) => StatusCode::from_u16(code).expect("a scripted status"),
-        Answer::Hang(delay) => {
-            tokio::time::sleep(delay).await;
-            StatusCode::OK
-        }
-    }
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("cannot bind the receiver");
-        let port = listener.local_addr().expect("receiver address").port();
-        let inbox = Arc::new(Mutex::new(Inbox::default()));
-        let router = axum::Router::new()
-            .route("/hooks/clerk-sync", axum::routing::post(receive))
-            .with_state(inbox.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("the receiver failed");
-        });
-        Receiver {
-            url: format!("http://127.0.0.1:{port}/hooks/clerk-sync"),
-            inbox,
-            task,
-        }
-    }
-
-    /// The next requests get these answers, in order (then 200 again).
-    fn script(&self, answers: &[Answer]) {
-        self.inbox
-            .lock()
-            .expect("inbox lock")
-            .script
-            .extend(answers.iter().copied());
-    }
-
-    /// Every request so far, in arrival order.
-    fn seen(&self) -> Vec<Seen> {
-        self.inbox.lock().expect("inbox lock").seen.clone()
-    }
-
-    /// The seqs acknowledged so far, in arrival order.
-    fn acked(&self) -> Vec<i64> {
-        self.seen().iter().filter(|s| s.acked()).map(Seen::seq).collect()
-    }
-
-    /// Waits until every seq up to `head` is acknowledged (and nothing above it was sent).
-    async fn wait_acked_through(&self, head: i64, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.acked().last().is_some_and(|&last| last >= head) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "changes up to seq {head} were not all acknowledged within {within:?}; acknowledged: {:?}; \
-                 requests: {:?}",
-                self.acked(),
-                self.seen().iter().map(|s| (s.seq(), s.answer)).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Forwarding to `receiver`, signed with `secret`; quick timeouts and backoff so retries fit in a test.
-fn forward_env<'a>(receiver: &'a Receiver, secret: &'a str) -> [(&'static str, &'a str); 4] {
-    [
-        ("CLERK_SYNC_FORWARD__URL", receiver.url.as_str()),
-        ("CLERK_SYNC_FORWARD__SIGNING_SECRET", secret),
-        ("CLERK_SYNC_FORWARD__TIMEOUT_MS", "1000"),
-        ("CLERK_SYNC_FORWARD__MAX_BACKOFF_SECS", "1"),
-    ]
-}
-
-/// The highest seq of the feed (0 when empty).
-async fn feed_head(app: &TestApp) -> i64 {
-    app.db
-        .int("SELECT CAST(coalesce(max(seq), 0) AS BIGINT) FROM clerk_sync_changes")
-        .await
-}
-
-/// The cursor forwarding saved (0 before the first acknowledgement).
-async fn saved_cursor(app: &TestApp) -> i64 {
-    app.db
-        .int("SELECT CAST(coalesce((SELECT seq FROM clerk_sync_forward WHERE name = 'forward'), 0) AS BIGINT)")
-        .await
-}
-
-async fn wait_cursor(app: &TestApp, seq: i64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while saved_cursor(app).await < seq {
-        assert!(
-            Instant::now() < deadline,
-            "the forwarding cursor is at {} after {within:?}, expected {seq}",
-            saved_cursor(app).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Every change of the feed as `GET /v1/changes` shows it, by seq.
 async fn feed(app: &TestApp) -> BTreeMap<i64, Value> {
@@ -441,7 +259,7 @@ both_backends!(
                 let waited = pair[1].at.duration_since(pair[0].at);
                 let allowed = match pair[0].answer {
                     Answer::Hang(_) => Duration::from_millis(1000 + 1000 + 1500),
-                    Answer::Status(_) => Duration::from_millis(1000 + 1500),
+                    Answer::Status(_) | Answer::Redirect(..) => Duration::from_millis(1000 + 1500),
                 };
                 // Capped at 1 s (plus slack for a loaded machine); uncapped, the fifth wait would be 8 s.
                 assert!(

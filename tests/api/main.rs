@@ -8,6 +8,7 @@ mod api_checks;
 mod clerk;
 mod clerk_orgs;
 mod fake_users;
+mod forward_receiver;
 mod test_db;
 
 mod adoption;
@@ -25,6 +26,7 @@ mod fallback_concurrency;
 mod faults;
 mod feed;
 mod forward;
+mod forward_safety;
 mod hostile;
 mod organizations;
 mod profile;

@@ -9,7 +9,9 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::{clerk_knows, clerk_user, envelope, log_tail, random_hex, repo_path, svix_id, user_id};
+use crate::common::{
+    clerk_knows, clerk_user, envelope, free_port, log_tail, new_secret, random_hex, repo_path, svix_id, user_id,
+};
 use crate::daemon::{Daemon, PgDatabase};
 
 /// A JWT-shaped token with an unknown key id: the daemon fetches Clerk's JWKS (with the secret key) to look
@@ -42,10 +44,20 @@ async fn no_secret_appears_in_the_logs_at_trace() {
     db_url.set_password(Some(&userinfo_password)).expect("set password");
     db_url.set_query(Some(&format!("password={query_password}&application_name=clerk-sync")));
     let db_url = db_url.to_string();
+    // Forwarding to an application that is down (nothing listens there): every attempt fails and is logged.
+    let (forward_password, forward_token) = (format!("fwdPw{}", random_hex()), format!("fwdTok{}", random_hex()));
+    let forward_url = format!(
+        "http://hooks:{forward_password}@127.0.0.1:{}/changes?tenant=acme&token={forward_token}",
+        free_port()
+    );
+    let forward_secret = new_secret();
     let env = [
         ("RUST_LOG", "trace"),
         ("CLERK_SECRET_KEY", secret_key.as_str()),
         ("CLERK_SYNC_API_TOKENS", api_token.as_str()),
+        ("CLERK_SYNC_FORWARD__URL", forward_url.as_str()),
+        ("CLERK_SYNC_FORWARD__SIGNING_SECRET", forward_secret.as_str()),
+        ("CLERK_SYNC_FORWARD__MAX_BACKOFF_SECS", "1"),
     ];
     let mut daemon = Daemon::start(&db_url, &clerk.uri(), &env).await;
     let signing_secret = daemon.secret.clone();
@@ -103,6 +115,22 @@ async fn no_secret_appears_in_the_logs_at_trace() {
         "the bad session token should have made the daemon fetch the JWKS"
     );
 
+    // The change the webhook made is forwarded, and fails, a few times.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&daemon.process.log)
+        .unwrap_or_default()
+        .matches("forwarding a change failed")
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed forwarding attempt was logged:\n{}",
+            log_tail(&daemon.process.log, 4000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // check-config, with the same configuration.
     let check = Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
         .arg("check-config")
@@ -115,6 +143,8 @@ async fn no_secret_appears_in_the_logs_at_trace() {
         .env("CLERK_SECRET_KEY", &secret_key)
         .env("CLERK_SYNC_API_TOKENS", &api_token)
         .env("CLERK_API_URL", clerk.uri())
+        .env("CLERK_SYNC_FORWARD__URL", &forward_url)
+        .env("CLERK_SYNC_FORWARD__SIGNING_SECRET", &forward_secret)
         .output()
         .expect("cannot run clerk-sync check-config");
     let check_output = format!(
@@ -140,6 +170,9 @@ async fn no_secret_appears_in_the_logs_at_trace() {
         ("the API token", api_token.as_str()),
         ("the database password (userinfo)", userinfo_password.as_str()),
         ("the database password (?password=)", query_password.as_str()),
+        ("the forward URL's password", forward_password.as_str()),
+        ("the forward URL's ?token=", forward_token.as_str()),
+        ("forward.signing_secret", forward_secret.trim_start_matches("whsec_")),
     ];
     let mut leaks = Vec::new();
     for (output, text) in [("the daemon's log", &log), ("check-config's output", &check_output)] {
