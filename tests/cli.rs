@@ -132,6 +132,31 @@ fn check_config_prints_the_config_with_secrets_redacted() {
 }
 
 #[test]
+fn check_config_prints_the_effective_clerk_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let budget = |extra: &[(&str, &str)]| {
+        let mut vars = vec![("DATABASE_URL", url.as_str())];
+        vars.extend_from_slice(extra);
+        let (code, stdout, stderr) = run(dir.path(), &["check-config"], &vars);
+        assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+        let line = stdout.lines().find(|l| l.starts_with("requests_per_10s"));
+        line.unwrap_or_else(|| panic!("no requests_per_10s in: {stdout}"))
+            .to_owned()
+    };
+    // A development instance allows 100 requests per 10 s, production 1000.
+    assert_eq!(budget(&[("CLERK_SECRET_KEY", "sk_test_abc")]), "requests_per_10s = 90");
+    assert_eq!(budget(&[("CLERK_SECRET_KEY", "sk_live_abc")]), "requests_per_10s = 900");
+    assert_eq!(
+        budget(&[
+            ("CLERK_SECRET_KEY", "sk_test_abc"),
+            ("CLERK_SYNC_CLERK__REQUESTS_PER_10S", "250")
+        ]),
+        "requests_per_10s = 250"
+    );
+}
+
+#[test]
 fn serve_on_a_busy_address_exits_78() {
     let dir = tempfile::tempdir().expect("tempdir");
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -157,10 +157,23 @@ impl Backfill {
             offset += page.len() as u64;
             let changes: Vec<Change> = page
                 .into_iter()
-                .map(|m| Change::Upsert {
-                    entity: Entity::Membership(m.into_data().0),
-                    via: Source::Backfill,
-                    delivery: None,
+                .filter_map(|m| {
+                    let clerk_id = m.id.clone();
+                    let Some((membership, _)) = m.into_data() else {
+                        // Not an error of the run (it would fail on every run until Clerk changes): the row, if
+                        // any, stays as it is, and --prune keeps it since Clerk still lists it.
+                        tracing::warn!(
+                            clerk_id,
+                            organization,
+                            "backfill: membership not written: Clerk names no member (no public_user_data)"
+                        );
+                        return None;
+                    };
+                    Some(Change::Upsert {
+                        entity: Entity::Membership(membership),
+                        via: Source::Backfill,
+                        delivery: None,
+                    })
                 })
                 .collect();
             if !changes.is_empty() {

@@ -75,7 +75,7 @@ impl ClerkClient {
             .timeout(Duration::from_millis(settings.request_timeout_ms))
             .user_agent(concat!("clerk-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let per_10s = NonZeroU32::new(settings.requests_per_10s).unwrap_or(NonZeroU32::MIN);
+        let per_10s = NonZeroU32::new(settings.effective_requests_per_10s()).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(Duration::from_secs(10) / per_10s.get())
             .unwrap_or_else(|| Quota::per_second(per_10s))
             .allow_burst(per_10s);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -18,6 +18,10 @@ pub enum AuthError {
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A valid token of a pending session (`sts: "pending"`: tasks left, such as choosing an organization).
+    /// Clerk's SDKs treat it as signed out by default (`treatPendingAsSignedOut`), and so does clerk-sync.
+    #[error("the session is pending")]
+    Pending,
     /// The keys could not be fetched from Clerk: not the caller's fault.
     #[error("cannot fetch Clerk's signing keys: {0}")]
     Keys(ClerkError),
@@ -30,6 +34,10 @@ pub struct SessionClaims {
     pub sub: String,
     /// The origin that requested the token.
     pub azp: Option<String>,
+    /// Issued at, seconds since the epoch (a NumericDate may have a fraction). Optional, as in Clerk's SDK.
+    pub iat: Option<f64>,
+    /// The session's status (`active` or `pending`); absent for instances that have not opted in.
+    pub sts: Option<String>,
 }
 
 enum Keys {
@@ -64,6 +72,17 @@ pub struct JwtVerifier {
     keys: Keys,
     validation: Validation,
     authorized_parties: Vec<String>,
+}
+
+/// Refuses a token issued more than `leeway` seconds in the future, as Clerk's SDK does (`jsonwebtoken` checks
+/// only `exp` and `nbf`).
+fn check_issued_at(iat: Option<f64>, leeway: u64, now: Duration) -> Result<(), AuthError> {
+    match iat {
+        Some(iat) if iat > now.as_secs_f64() + leeway as f64 => {
+            Err(AuthError::Invalid("the token is issued in the future (iat)".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -122,11 +141,18 @@ impl JwtVerifier {
                 self.decode(token, &key)?
             }
         };
+        // A clock before 1970 reads as 0: every `iat` is then in the future, refused rather than accepted.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        check_issued_at(claims.iat, self.validation.leeway, now)?;
         if !self.authorized_parties.is_empty() {
             let azp = claims.azp.as_deref().unwrap_or_default();
             if !self.authorized_parties.iter().any(|p| p == azp) {
                 return Err(AuthError::Invalid(format!("azp {azp:?} is not an authorized party")));
             }
+        }
+        // Last, so only an otherwise valid token is told its session is pending.
+        if claims.sts.as_deref() == Some("pending") {
+            return Err(AuthError::Pending);
         }
         Ok(claims)
     }

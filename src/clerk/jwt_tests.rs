@@ -247,3 +247,39 @@ async fn the_refetch_interval_passes() {
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     assert_invalid(v.verify(&stranger()).await);
 }
+
+#[tokio::test]
+async fn a_pending_session_is_signed_out() {
+    let server = jwks_server(1).await;
+    let v = verifier(&settings(&server, |_| {}));
+    let mut pending = claims(60, 0, "https://app.example.com");
+    pending["sts"] = json!("pending");
+    let refused = v.verify(&token(&pending)).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.to_string().contains("pending")),
+        "{refused:?}"
+    );
+    let mut active = claims(60, 0, "https://app.example.com");
+    active["sts"] = json!("active");
+    assert_eq!(v.verify(&token(&active)).await.expect("active").sub, "user_2abc");
+}
+
+#[tokio::test]
+async fn iat_past_the_leeway_is_refused() {
+    let server = jwks_server(1).await;
+    let v = verifier(&settings(&server, |s| s.jwt_leeway_secs = 5));
+    for ahead in [3_600, 10] {
+        let mut future = claims(7_200, 0, "https://app.example.com");
+        future["iat"] = json!(now() + ahead);
+        assert_invalid(v.verify(&token(&future)).await);
+    }
+    let mut close = claims(60, 0, "https://app.example.com");
+    close["iat"] = json!(now() + 3);
+    assert_eq!(
+        v.verify(&token(&close)).await.expect("within the leeway").sub,
+        "user_2abc"
+    );
+    let mut none = claims(60, 0, "https://app.example.com");
+    none.as_object_mut().expect("object").remove("iat");
+    assert_eq!(v.verify(&token(&none)).await.expect("iat is optional").sub, "user_2abc");
+}

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::timestamp::{millis, millis_opt};
 use super::user::{blank_to_none, storable_ms};
 use crate::store::{MembershipData, OrganizationData};
 
@@ -17,7 +18,10 @@ pub struct ClerkOrganization {
     pub public_metadata: Option<Value>,
     /// Present only when Clerk was asked for it (`include_members_count`).
     pub members_count: Option<i64>,
+    /// Milliseconds, whether Clerk sent seconds or milliseconds (as for every timestamp).
+    #[serde(default, deserialize_with = "millis_opt")]
     pub created_at: Option<i64>,
+    #[serde(deserialize_with = "millis")]
     pub updated_at: i64,
     #[serde(skip)]
     pub raw: Option<Value>,
@@ -59,8 +63,11 @@ pub struct ClerkMembership {
     pub role: Option<String>,
     /// The organization, embedded whole.
     pub organization: ClerkOrganization,
-    pub public_user_data: PublicUserData,
+    /// The member. Clerk's spec does not require it; without it there is no row to write.
+    pub public_user_data: Option<PublicUserData>,
+    #[serde(default, deserialize_with = "millis_opt")]
     pub created_at: Option<i64>,
+    #[serde(deserialize_with = "millis")]
     pub updated_at: i64,
     #[serde(skip)]
     pub raw: Option<Value>,
@@ -75,18 +82,19 @@ impl ClerkMembership {
         Ok(membership)
     }
 
-    /// The membership's columns, and the embedded organization's (applied when newer than the stored row).
-    pub fn into_data(self) -> (MembershipData, OrganizationData) {
+    /// The membership's columns, and the embedded organization's (applied when newer than the stored row);
+    /// `None` when Clerk names no member, since a membership row needs its user.
+    pub fn into_data(self) -> Option<(MembershipData, OrganizationData)> {
         let membership = MembershipData {
             clerk_id: self.id,
             organization_clerk_id: self.organization.id.clone(),
-            user_clerk_id: self.public_user_data.user_id,
+            user_clerk_id: self.public_user_data?.user_id,
             role: blank_to_none(self.role),
             clerk_created_at_ms: storable_ms(self.created_at),
             data: self.raw,
             clerk_updated_at: self.updated_at,
         };
-        (membership, self.organization.into_data())
+        Some((membership, self.organization.into_data()))
     }
 }
 
@@ -106,7 +114,10 @@ mod tests {
             "public_user_data": {"user_id": "user_2def", "first_name": "Ada", "identifier": "ada@example.com"},
             "created_at": 1_695_000_000_000_i64, "updated_at": 1_696_000_000_000_i64
         });
-        let (membership, organization) = ClerkMembership::from_value(value.clone()).expect("valid").into_data();
+        let (membership, organization) = ClerkMembership::from_value(value.clone())
+            .expect("valid")
+            .into_data()
+            .expect("a member");
         assert_eq!(membership.organization_clerk_id, "org_2xyz");
         assert_eq!(membership.user_clerk_id, "user_2def");
         assert_eq!(membership.role.as_deref(), Some("org:admin"));
@@ -126,5 +137,23 @@ mod tests {
         .expect("valid")
         .into_data();
         assert_eq!(organization.members_count, None);
+    }
+
+    #[test]
+    fn a_membership_without_its_member_has_no_row() {
+        let membership = ClerkMembership::from_value(serde_json::json!({
+            "id": "orgmem_2abc", "role": "org:member",
+            "organization": {"id": "org_2xyz", "created_at": 1_742_307_845, "updated_at": 1_742_307_845},
+            "created_at": 1_742_307_845, "updated_at": 1_742_307_846
+        }))
+        .expect("public_user_data is optional in Clerk's spec");
+        assert_eq!(
+            membership.created_at,
+            Some(1_742_307_845_000),
+            "seconds, read as seconds"
+        );
+        assert_eq!(membership.updated_at, 1_742_307_846_000);
+        assert_eq!(membership.organization.created_at, Some(1_742_307_845_000));
+        assert!(membership.into_data().is_none());
     }
 }

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::timestamp::{millis, millis_opt};
 use crate::store::UserData;
 
 /// The fields of Clerk's user object that clerk-sync stores in columns; the whole object goes to `data`.
@@ -22,24 +23,29 @@ pub struct ClerkUser {
     pub external_id: Option<String>,
     pub public_metadata: Option<Value>,
     pub banned: Option<bool>,
+    /// Timestamps are milliseconds since the epoch, whether Clerk sent seconds or milliseconds.
+    #[serde(default, deserialize_with = "millis_opt")]
     pub last_sign_in_at: Option<i64>,
+    #[serde(default, deserialize_with = "millis_opt")]
     pub created_at: Option<i64>,
-    /// Milliseconds since the epoch; orders updates.
+    /// Orders updates.
+    #[serde(deserialize_with = "millis")]
     pub updated_at: i64,
     /// The object as Clerk sent it (set by [`ClerkUser::from_value`]).
     #[serde(skip)]
     pub raw: Option<Value>,
 }
 
+/// Clerk's spec does not require the `id` of an entry: one without it is kept, but cannot be the primary.
 #[derive(Clone, Debug, Deserialize)]
 pub struct EmailAddress {
-    pub id: String,
+    pub id: Option<String>,
     pub email_address: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct PhoneNumber {
-    pub id: String,
+    pub id: Option<String>,
     pub phone_number: String,
 }
 
@@ -67,7 +73,7 @@ impl ClerkUser {
         let primary = self.primary_phone_number_id.as_deref()?;
         self.phone_numbers
             .iter()
-            .find(|p| p.id == primary)
+            .find(|p| p.id.as_deref() == Some(primary))
             .map(|p| p.phone_number.as_str())
     }
 
@@ -76,7 +82,7 @@ impl ClerkUser {
         let primary = self.primary_email_address_id.as_deref()?;
         self.email_addresses
             .iter()
-            .find(|e| e.id == primary)
+            .find(|e| e.id.as_deref() == Some(primary))
             .map(|e| e.email_address.as_str())
     }
 
@@ -243,6 +249,39 @@ mod tests {
         assert_eq!(data.last_sign_in_at_ms, Some(1_700_000_000_456));
         assert_eq!(data.clerk_created_at_ms, Some(1_600_000_000_000));
         assert_eq!(data.data, Some(value), "the whole object");
+    }
+
+    #[test]
+    fn every_timestamp_in_seconds_is_read_as_seconds() {
+        // The JS SDK's `fixtures/user.json`: every timestamp in seconds.
+        let user = ClerkUser::from_value(serde_json::json!({
+            "id": "user_cafebabe", "email_addresses": [], "primary_email_address_id": null,
+            "last_sign_in_at": 1_611_948_436, "created_at": 1_611_948_436, "updated_at": 1_611_948_436
+        }))
+        .expect("valid user")
+        .into_user_data();
+        assert_eq!(user.clerk_created_at_ms, Some(1_611_948_436_000));
+        assert_eq!(user.last_sign_in_at_ms, Some(1_611_948_436_000));
+        assert_eq!(user.clerk_updated_at, 1_611_948_436_000);
+    }
+
+    #[test]
+    fn email_and_phone_entries_need_no_id() {
+        let user = ClerkUser::from_value(serde_json::json!({
+            "id": "user_2abc",
+            "email_addresses": [
+                {"email_address": "no-id@example.com"},
+                {"id": "idn_1", "email_address": "primary@example.com"}
+            ],
+            "primary_email_address_id": "idn_1",
+            "phone_numbers": [{"phone_number": "+15550000001"}],
+            "primary_phone_number_id": null,
+            "updated_at": 1_700_000_000_000_i64
+        }))
+        .expect("the spec does not require the ids")
+        .into_user_data();
+        assert_eq!(user.email.as_deref(), Some("primary@example.com"));
+        assert_eq!(user.phone_number, None);
     }
 
     #[test]

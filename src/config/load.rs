@@ -83,6 +83,8 @@ impl Settings {
         })?;
         // Environment files often carry a PEM on one line with literal `\n`s.
         settings.clerk.jwt_key = settings.clerk.jwt_key.replace("\\n", "\n");
+        // 0 is "automatic": resolved here, so check-config shows the budget the daemon will use.
+        settings.clerk.requests_per_10s = settings.clerk.effective_requests_per_10s();
         settings.validate()?;
         Ok(settings)
     }
@@ -151,7 +153,6 @@ impl Settings {
             ("writer", "in_flight", self.writer.in_flight as u64),
             ("webhooks", "answer_timeout_ms", self.webhooks.answer_timeout_ms),
             ("webhooks", "prune_interval_secs", self.webhooks.prune_interval_secs),
-            ("clerk", "requests_per_10s", self.clerk.requests_per_10s as u64),
             ("clerk", "request_timeout_ms", self.clerk.request_timeout_ms),
             ("cache", "capacity", self.cache.capacity),
             ("server", "header_read_timeout_ms", self.server.header_read_timeout_ms),

@@ -3,6 +3,7 @@
 //! Secrets are wrapped in [`Secret`], whose `Debug` and `Serialize` never show the value, so neither logs nor
 //! `check-config` can leak them.
 
+mod clerk;
 mod forward;
 mod load;
 
@@ -130,6 +131,7 @@ pub struct ClerkSettings {
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub retry_budget_ms: u64,
+    /// 0 in the files means automatic; [`Settings::load`] resolves it (see `clerk.rs`).
     pub requests_per_10s: u32,
     pub jwt_key: String,
     pub authorized_parties: Vec<String>,

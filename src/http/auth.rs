@@ -69,6 +69,11 @@ impl FromRequestParts<AppState> for SessionUser {
                     )
                 })
             }
+            // Signed out, as Clerk's SDKs see a pending session: the same 401 with a message that says why.
+            Err(AuthError::Pending) => {
+                tracing::info!("session token refused: the session is pending");
+                Err(unauthorized("the session is pending"))
+            }
             Err(e) => {
                 tracing::info!(error = %e, "session token refused");
                 Err(unauthorized("invalid session token"))

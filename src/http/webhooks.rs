@@ -117,6 +117,11 @@ async fn bounded(
 async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, WriteError> {
     match event.kind() {
         EventKind::Other { .. } => state.writer.submit(event.into_changes(false).0).await,
+        EventKind::Ignored { reason } => {
+            // A change Clerk made that the tables will not show: the operator should be able to see why.
+            tracing::warn!(event_type = event.event_type(), reason, "webhook ignored");
+            state.writer.submit(event.into_changes(false).0).await
+        }
         _ => {
             let clerk_id = event.clerk_id().unwrap_or_default().to_owned();
             let span = tracing::info_span!("record_actor", clerk_id);

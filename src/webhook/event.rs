@@ -4,7 +4,8 @@ use serde::Deserialize;
 
 use super::VerifiedBody;
 use crate::clerk::{
-    is_membership_id, is_organization_id, is_user_id, strip_nul, ClerkMembership, ClerkOrganization, ClerkUser,
+    clerk_ms, is_membership_id, is_organization_id, is_user_id, strip_nul, ClerkMembership, ClerkOrganization,
+    ClerkUser,
 };
 use crate::store::{Change, Delivery, Entity, Kind, OrganizationData, RecordOnly, Source};
 
@@ -38,6 +39,10 @@ pub enum EventKind {
     },
     /// Any other type: recorded as ignored. `clerk_id` when the payload names a user.
     Other { clerk_id: Option<String> },
+    /// A synced type whose payload, valid by Clerk's spec, leaves nothing to apply (a deleted object without
+    /// its `id`, a membership without its member): recorded as ignored, and logged with `reason`. Refusing it
+    /// would only make Svix retry a payload that can never be applied.
+    Ignored { reason: &'static str },
 }
 
 /// A verified body that is not a well-formed Clerk event.
@@ -71,9 +76,10 @@ struct Envelope {
     timestamp: Option<i64>,
 }
 
+/// Clerk's `DeletedObject` requires only `object` and `deleted`.
 #[derive(Deserialize)]
 struct Deleted {
-    id: String,
+    id: Option<String>,
 }
 
 /// The earliest timestamp an event may carry: 2000-01-01T00:00:00Z, in ms since the epoch.
@@ -89,15 +95,6 @@ pub const LATEST_EVENT_MS: i64 = 4_102_444_800_000;
 /// Whether `ms` lies in the accepted range of event timestamps.
 pub fn is_sane_event_ms(ms: i64) -> bool {
     (EARLIEST_EVENT_MS..LATEST_EVENT_MS).contains(&ms)
-}
-
-/// Envelope timestamps under 10^12 are seconds (10^12 ms is 2001; 10^12 s is far in the future).
-fn to_millis(ts: i64) -> i64 {
-    if ts < 1_000_000_000_000 {
-        ts.saturating_mul(1000)
-    } else {
-        ts
-    }
 }
 
 /// At most 80 characters of `s`, for messages that quote the payload.
@@ -120,7 +117,8 @@ impl VerifiedBody {
             serde_json::from_slice(self.body()).map_err(|e| invalid("unknown", format!("not a Clerk event: {e}")))?;
         let event_type = strip_nul(envelope.event_type);
         let data = serde_json::Value::Object(envelope.data);
-        let envelope_ms = envelope.timestamp.map(to_millis);
+        // Seconds or milliseconds, by the rule every timestamp of Clerk's is read with.
+        let envelope_ms = envelope.timestamp.map(clerk_ms);
         // The svix timestamp verified within ±5 minutes of now, so it is always sane.
         let svix_ms = self.timestamp_secs().saturating_mul(1000);
         let bad = |what: &str, e: serde_json::Error| invalid(&event_type, format!("bad {what} object: {e}"));
@@ -142,35 +140,45 @@ impl VerifiedBody {
                 embedded: None,
             },
             "organizationMembership.created" | "organizationMembership.updated" => {
-                let (membership, organization) = ClerkMembership::from_value(data)
-                    .map_err(|e| bad("organization membership", e))?
-                    .into_data();
-                EventKind::Upsert {
-                    entity: Entity::Membership(membership),
-                    // An absurd embedded `updated_at` would make the organization stale for ever: the copy is
-                    // dropped, the membership still applied.
-                    embedded: Some(organization).filter(|o| is_sane_event_ms(o.clerk_updated_at)),
+                let membership = ClerkMembership::from_value(data).map_err(|e| bad("organization membership", e))?;
+                match membership.into_data() {
+                    Some((membership, organization)) => EventKind::Upsert {
+                        entity: Entity::Membership(membership),
+                        // An absurd embedded `updated_at` would make the organization stale for ever: the copy
+                        // is dropped, the membership still applied.
+                        embedded: Some(organization).filter(|o| is_sane_event_ms(o.clerk_updated_at)),
+                    },
+                    None => EventKind::Ignored {
+                        reason: "the membership names no member (no public_user_data): no row can be written",
+                    },
                 }
             }
             "user.deleted" | "organization.deleted" | "organizationMembership.deleted" => {
                 // Clerk sends only `{id, deleted, object}` for some kinds; a full object reads the same way.
                 let deleted: Deleted = serde_json::from_value(data).map_err(|e| bad("deleted", e))?;
-                let deleted_at_ms = envelope_ms.unwrap_or(svix_ms);
-                if !is_sane_event_ms(deleted_at_ms) {
-                    return Err(invalid(
-                        &event_type,
-                        format!("timestamp {deleted_at_ms} ms is outside 2000-01-01..2100-01-01"),
-                    ));
-                }
-                let kind = match event_type.as_str() {
-                    "user.deleted" => Kind::User,
-                    "organization.deleted" => Kind::Organization,
-                    _ => Kind::Membership,
-                };
-                EventKind::Delete {
-                    kind,
-                    clerk_id: deleted.id,
-                    deleted_at_ms,
+                match deleted.id {
+                    None => EventKind::Ignored {
+                        reason: "the deleted object carries no id: nothing to delete",
+                    },
+                    Some(clerk_id) => {
+                        let deleted_at_ms = envelope_ms.unwrap_or(svix_ms);
+                        if !is_sane_event_ms(deleted_at_ms) {
+                            return Err(invalid(
+                                &event_type,
+                                format!("timestamp {deleted_at_ms} ms is outside 2000-01-01..2100-01-01"),
+                            ));
+                        }
+                        let kind = match event_type.as_str() {
+                            "user.deleted" => Kind::User,
+                            "organization.deleted" => Kind::Organization,
+                            _ => Kind::Membership,
+                        };
+                        EventKind::Delete {
+                            kind,
+                            clerk_id,
+                            deleted_at_ms,
+                        }
+                    }
                 }
             }
             _ => EventKind::Other {
@@ -216,6 +224,7 @@ impl VerifiedEvent {
             EventKind::Upsert { entity, .. } => Some(entity.clerk_id()),
             EventKind::Delete { clerk_id, .. } => Some(clerk_id),
             EventKind::Other { clerk_id } => clerk_id.as_deref(),
+            EventKind::Ignored { .. } => None,
         }
     }
 
@@ -253,7 +262,7 @@ impl VerifiedEvent {
                 hard: hard_delete,
                 delivery: Some(delivery),
             },
-            EventKind::Other { .. } => Change::Record {
+            EventKind::Other { .. } | EventKind::Ignored { .. } => Change::Record {
                 delivery,
                 outcome: RecordOnly::Ignored,
             },
@@ -295,7 +304,7 @@ fn check_ids(kind: &EventKind) -> Result<(), String> {
             Kind::Organization => (clerk_id, is_organization_id, "organization"),
             Kind::Membership => (clerk_id, is_membership_id, "organization membership"),
         }),
-        EventKind::Other { .. } => {}
+        EventKind::Other { .. } | EventKind::Ignored { .. } => {}
     }
     match ids.into_iter().find(|(id, valid, _)| !valid(id)) {
         Some((id, _, what)) => Err(format!("{} is not a Clerk {what} id", excerpt(id))),
@@ -308,21 +317,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelope_timestamps_in_seconds_or_millis() {
-        assert_eq!(to_millis(1_700_000_000), 1_700_000_000_000);
-        assert_eq!(to_millis(1_700_000_000_123), 1_700_000_000_123);
-        assert_eq!(to_millis(i64::MIN), i64::MIN);
-    }
-
-    #[test]
     fn sane_range_is_2000_to_2100() {
         assert!(is_sane_event_ms(EARLIEST_EVENT_MS));
         assert!(!is_sane_event_ms(EARLIEST_EVENT_MS - 1));
         assert!(is_sane_event_ms(LATEST_EVENT_MS - 1));
         assert!(!is_sane_event_ms(LATEST_EVENT_MS));
-        assert!(is_sane_event_ms(to_millis(1_700_000_000)));
-        assert!(!is_sane_event_ms(to_millis(300_000_000_000_000)));
-        assert!(!is_sane_event_ms(to_millis(-1)));
+        assert!(is_sane_event_ms(clerk_ms(1_700_000_000)));
+        assert!(!is_sane_event_ms(clerk_ms(300_000_000_000_000)));
+        assert!(!is_sane_event_ms(clerk_ms(-1)));
     }
 
     #[test]

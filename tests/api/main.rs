@@ -36,6 +36,7 @@ mod rls;
 mod session;
 mod signatures;
 mod slow_clients;
+mod spec_payloads;
 mod sync;
 mod webhooks;
 mod write_path;

@@ -171,3 +171,70 @@ both_backends!(bad_session_tokens_are_401, |backend| async move {
     );
     app.clerk().verify().await;
 });
+
+both_backends!(pending_sessions_are_signed_out, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let user = ClerkUser::new(now_ms() - 60_000);
+    jwks_mock().mount(app.clerk()).await;
+    user_mock(&user).expect(1).mount(app.clerk()).await;
+
+    // Clerk's SDK treats a pending session (tasks left, such as choosing an organization) as signed out.
+    let mut pending = session_claims(&user.id, AZP, 60);
+    pending["sts"] = json!("pending");
+    let answer = app.me(&sign_token(JWT_KEY, JWT_KID, &pending)).await;
+    assert_error(
+        &answer,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "/v1/me with a pending session",
+    );
+    assert!(
+        answer.json["message"].as_str().is_some_and(|m| m.contains("pending")),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        app.clerk_requests("/v1/users/").await,
+        0,
+        "a pending session reached Clerk"
+    );
+
+    let mut active = session_claims(&user.id, AZP, 60);
+    active["sts"] = json!("active");
+    let answer = app.me(&sign_token(JWT_KEY, JWT_KID, &active)).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "an active session: {}", answer.body);
+    app.clerk().verify().await;
+});
+
+both_backends!(tokens_issued_in_the_future_are_refused, |backend| async move {
+    // The default leeway (clerk.jwt_leeway_secs) is 5 s.
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let user = ClerkUser::new(now_ms() - 60_000);
+    jwks_mock().mount(app.clerk()).await;
+    user_mock(&user).expect(1).mount(app.clerk()).await;
+
+    for ahead in [3_600, 30] {
+        let mut claims = session_claims(&user.id, AZP, 7_200);
+        claims["iat"] = json!(crate::clerk::now_secs() + ahead);
+        let answer = app.me(&sign_token(JWT_KEY, JWT_KID, &claims)).await;
+        assert_error(
+            &answer,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &format!("/v1/me with iat {ahead} s ahead"),
+        );
+    }
+    assert_eq!(app.clerk_requests("/v1/users/").await, 0);
+
+    // Within the leeway, a clock a little ahead is fine.
+    let mut claims = session_claims(&user.id, AZP, 60);
+    claims["iat"] = json!(crate::clerk::now_secs() + 2);
+    let answer = app.me(&sign_token(JWT_KEY, JWT_KID, &claims)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "iat within the leeway: {}",
+        answer.body
+    );
+    app.clerk().verify().await;
+});
