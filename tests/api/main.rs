@@ -28,6 +28,7 @@ mod profile;
 mod properties;
 mod replicas;
 mod rls;
+mod rls_closed;
 mod session;
 mod signatures;
 mod slow_clients;
