@@ -42,6 +42,7 @@ impl ClerkOrganization {
             clerk_created_at_ms: storable_ms(self.created_at),
             data: self.raw,
             clerk_updated_at: self.updated_at,
+            embedded: false,
         }
     }
 }
@@ -75,7 +76,8 @@ impl ClerkMembership {
         Ok(membership)
     }
 
-    /// The membership's columns, and the embedded organization's (applied when newer than the stored row).
+    /// The membership's columns, and the embedded organization's, marked as a copy (`embedded`): applied when
+    /// newer than the stored row, or only its `members_count` when as new.
     pub fn into_data(self) -> (MembershipData, OrganizationData) {
         let membership = MembershipData {
             clerk_id: self.id,
@@ -86,7 +88,11 @@ impl ClerkMembership {
             data: self.raw,
             clerk_updated_at: self.updated_at,
         };
-        (membership, self.organization.into_data())
+        let organization = OrganizationData {
+            embedded: true,
+            ..self.organization.into_data()
+        };
+        (membership, organization)
     }
 }
 
@@ -116,6 +122,10 @@ mod tests {
         assert_eq!(organization.members_count, None);
         assert_eq!(organization.data, value.get("organization").cloned());
         assert_eq!(organization.clerk_updated_at, 1_700_000_000_000);
+        assert!(
+            organization.embedded,
+            "a membership's copy, not the organization's own event"
+        );
     }
 
     #[test]

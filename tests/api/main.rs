@@ -24,6 +24,7 @@ mod feed;
 mod forward;
 mod hostile;
 mod organizations;
+mod organizations_cascade;
 mod profile;
 mod properties;
 mod replicas;
