@@ -46,6 +46,7 @@ impl ClerkOrganization {
             clerk_created_at_ms: storable_ms(self.created_at),
             data: self.raw,
             clerk_updated_at: self.updated_at,
+            embedded: false,
         }
     }
 }
@@ -82,8 +83,9 @@ impl ClerkMembership {
         Ok(membership)
     }
 
-    /// The membership's columns, and the embedded organization's (applied when newer than the stored row);
-    /// `None` when Clerk names no member, since a membership row needs its user.
+    /// The membership's columns, and the embedded organization's, marked as a copy (`embedded`): applied when
+    /// newer than the stored row, or only its `members_count` when as new. `None` when Clerk names no member,
+    /// since a membership row needs its user.
     pub fn into_data(self) -> Option<(MembershipData, OrganizationData)> {
         let membership = MembershipData {
             clerk_id: self.id,
@@ -94,7 +96,11 @@ impl ClerkMembership {
             data: self.raw,
             clerk_updated_at: self.updated_at,
         };
-        Some((membership, self.organization.into_data()))
+        let organization = OrganizationData {
+            embedded: true,
+            ..self.organization.into_data()
+        };
+        Some((membership, organization))
     }
 }
 
@@ -127,6 +133,10 @@ mod tests {
         assert_eq!(organization.members_count, None);
         assert_eq!(organization.data, value.get("organization").cloned());
         assert_eq!(organization.clerk_updated_at, 1_700_000_000_000);
+        assert!(
+            organization.embedded,
+            "a membership's copy, not the organization's own event"
+        );
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl PgStore {
     ) -> Result<(Vec<Outcome>, Option<i64>), sqlx::Error> {
         // Replicas sharing this database serialize per user too: without the lock a create on one replica and
         // a delete on another could each miss the other's uncommitted row (READ COMMITTED) and leave a live row
-        // beside a tombstone. Locks are taken in sorted order, so two batches never deadlock on each other.
-        let mut users: Vec<&str> = batch.iter().filter_map(Change::clerk_id).collect();
+        // beside a tombstone; a membership locks its organization and user too, whose deletes delete it.
+        // Locks are taken in sorted order, so two batches never deadlock on each other.
+        let mut users: Vec<&str> = batch.iter().flat_map(Change::lock_ids).collect();
         users.sort_unstable();
         users.dedup();
         if !users.is_empty() {
@@ -301,6 +302,17 @@ impl BatchTx for PgTx<'_> {
         .fetch_all(&mut *self.conn)
         .await?;
         Ok(inserted.into_iter().collect())
+    }
+
+    async fn live_memberships_of(&mut self, parents: &[&str]) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT clerk_id, organization_clerk_id, user_clerk_id FROM organization_memberships \
+             WHERE deleted_at IS NULL AND (organization_clerk_id = ANY($1) OR user_clerk_id = ANY($1)) \
+             ORDER BY clerk_id",
+        )
+        .bind(parents)
+        .fetch_all(&mut *self.conn)
+        .await
     }
 
     async fn soft_delete(&mut self, kind: Kind, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {

@@ -3,16 +3,21 @@
 //!
 //! A batch costs a handful of statements whatever its size: record the deliveries (a redelivered svix id stops
 //! there), upsert each kind of record (users, organizations, memberships) in one statement under the ordering
-//! guard and the tombstone check, tombstone and delete in one statement each, correct the recorded outcome of
-//! the few changes that were not applied, and append what changed to the change feed.
+//! guard and the tombstone check, tombstone and delete in one statement each (and when an organization or user
+//! is deleted, its memberships with it: see `cascade`), correct the recorded outcome of the few changes that
+//! were not applied, and append what changed to the change feed.
 
 use std::collections::{HashMap, HashSet};
 
+mod cascade;
 mod feed;
+mod fragments;
 mod hard_delete;
 
+use cascade::{cascade, Cascaded};
 use feed::feed_rows;
 pub(super) use feed::FeedRow;
+pub(crate) use fragments::{not_tombstoned, organization_count_only, organization_set, organization_wins};
 use hard_delete::hard_delete;
 
 use super::{
@@ -95,6 +100,8 @@ pub(super) trait BatchTx {
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error>;
     /// Inserts the tombstones that do not exist yet; returns the clerk ids it inserted.
     async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error>;
+    /// The live memberships of these organizations and users: (clerk id, organization, user), by clerk id.
+    async fn live_memberships_of(&mut self, parents: &[&str]) -> Result<Vec<(String, String, String)>, sqlx::Error>;
     /// Sets `deleted_at` on the live rows of these records, all of one kind.
     async fn soft_delete(&mut self, kind: Kind, rows: &[Removal<'_>]) -> Result<(), sqlx::Error>;
     /// Removes the rows of these records, all of one kind.
@@ -124,12 +131,20 @@ pub(super) async fn apply_all<T: BatchTx>(
     feed: bool,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
+    let mut cascaded = Vec::new();
     for round in rounds(batch) {
-        apply_round(tx, batch, &round, &mut outcomes).await?;
+        apply_round(tx, batch, &round, &mut outcomes, &mut cascaded).await?;
     }
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Stale)).collect();
     if feed {
-        let rows = feed_rows(batch, &outcomes, !tx.records_upserts());
+        // The memberships deleted with their parent last: none of them can change after its delete.
+        let mut rows = feed_rows(batch, &outcomes, !tx.records_upserts());
+        rows.extend(cascaded.iter().map(|c: &Cascaded| FeedRow {
+            kind: Kind::Membership.as_str(),
+            clerk_id: &c.clerk_id,
+            op: "deleted",
+            via: c.via.as_str(),
+        }));
         if !rows.is_empty() {
             tx.record_changes(&rows).await?;
         }
@@ -167,6 +182,7 @@ async fn apply_round<T: BatchTx>(
     batch: &[Change],
     round: &[usize],
     outcomes: &mut [Option<Outcome>],
+    cascaded: &mut Vec<Cascaded>,
 ) -> Result<(), sqlx::Error> {
     // 1. Deliveries first: a redelivered svix id stops here, before touching the user. Changes that write a
     //    user are recorded as "applied" and corrected below in the rare case they were not.
@@ -269,7 +285,8 @@ async fn apply_round<T: BatchTx>(
         }
     }
 
-    // 3. Deletes: the tombstone decides; only a new tombstone deletes the row.
+    // 3. Deletes: the tombstone decides; only a new tombstone deletes the row, and a new organization's or user's
+    //    its memberships.
     let mut removals: Vec<(usize, Removal, Kind, bool)> = live
         .iter()
         .filter_map(|&i| match &batch[i] {
@@ -310,6 +327,12 @@ async fn apply_round<T: BatchTx>(
                 tx.soft_delete(kind, &soft).await?;
             }
         }
+        let parents: Vec<(&Removal, bool)> = removals
+            .iter()
+            .filter(|(_, r, kind, _)| *kind != Kind::Membership && new.contains(r.clerk_id))
+            .map(|(_, r, _, hard)| (r, *hard))
+            .collect();
+        cascaded.extend(cascade(tx, &parents).await?);
         for (i, r, _, _) in &removals {
             outcomes[*i] = Some(if new.contains(r.clerk_id) {
                 Outcome::Deleted

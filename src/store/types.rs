@@ -108,6 +108,10 @@ pub struct OrganizationData {
     pub clerk_created_at_ms: Option<i64>,
     pub data: Option<serde_json::Value>,
     pub clerk_updated_at: i64,
+    /// A membership event's copy of its organization rather than the organization's own event or Clerk's API.
+    /// Clerk changes `members_count` without changing `updated_at`, so at an equal `updated_at` the own event wins
+    /// over a copy, and a copy brings only its count (stored in column `embedded`, for the guard to tell).
+    pub embedded: bool,
 }
 
 /// The columns of one organization membership.
@@ -211,6 +215,21 @@ impl Change {
             Change::Upsert { delivery, .. } | Change::Delete { delivery, .. } => delivery.as_ref(),
             Change::Record { delivery, .. } => Some(delivery),
         }
+    }
+
+    /// The records whose writes this change must not interleave with (each transaction locks them, so other
+    /// connections and replicas wait): its own, and for a membership also its organization and user, whose
+    /// deletes delete it. Without those two a membership made while its user is deleted could miss the delete
+    /// and stay live.
+    pub(super) fn lock_ids(&self) -> impl Iterator<Item = &str> {
+        let parents = match self {
+            Change::Upsert {
+                entity: Entity::Membership(m),
+                ..
+            } => [Some(m.organization_clerk_id.as_str()), Some(m.user_clerk_id.as_str())],
+            _ => [None, None],
+        };
+        self.clerk_id().into_iter().chain(parents.into_iter().flatten())
     }
 
     /// The record this change writes, if any.

@@ -25,8 +25,9 @@ pub struct VerifiedEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     /// `*.created` / `*.updated` of a user, organization or membership. A membership embeds its organization,
-    /// which is applied too (under the same ordering guard), so the organization row exists and is as new as
-    /// the newest copy seen; the member is never made a `users` row (a membership carries too little of it).
+    /// which is applied too (under the same ordering guard, where at an equal `updated_at` the organization's
+    /// own event wins and a copy brings only its `members_count`), so the organization row exists and is as new
+    /// as the newest copy seen; the member is never made a `users` row (a membership carries too little of it).
     Upsert {
         entity: Entity,
         embedded: Option<OrganizationData>,

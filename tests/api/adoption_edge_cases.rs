@@ -1,8 +1,10 @@
-//! Adoption edge cases: SQL comments in an SQLite `users` definition, and a Postgres `users` table that
-//! `search_path` finds outside the current schema.
+//! Adoption edge cases: SQL comments in an SQLite `users` definition, a Postgres `users` table that
+//! `search_path` finds outside the current schema, and the `organizations.embedded` column added after the
+//! identity migration.
 
 use crate::clerk::{now_ms, phone_only_user, svix_id};
-use crate::helpers::{spawn_app_on, try_build, Backend, TestDatabase};
+use crate::clerk_orgs::{ClerkMembership, ClerkOrganization};
+use crate::helpers::{new_secret, settings_for, spawn_app_on, try_build, Backend, TestDatabase};
 
 /// App-made tables whose definitions carry comments: after the closing parenthesis, on the last column's line
 /// (which the rewrite once joined with the closing parenthesis), with a quote or a comma inside.
@@ -76,3 +78,72 @@ async fn postgres_users_outside_the_current_schema_is_refused() {
     assert_eq!(columns, 3, "a refused adoption must change nothing");
     db.close().await;
 }
+
+/// `embedded` of the organization `clerk_id` as `yes` or `no`, on either backend.
+const EMBEDDED: &str = "SELECT CASE WHEN embedded THEN 'yes' ELSE 'no' END FROM organizations WHERE clerk_id = ";
+
+both_backends!(
+    a_database_of_the_previous_version_gets_the_embedded_column,
+    |backend| async move {
+        let database = TestDatabase::create(backend).await;
+        let settings = settings_for(&database, &new_secret(), &[]);
+        let store = clerk_sync::store::Db::connect(&settings.database)
+            .await
+            .expect("connect");
+        store.migrate(false).await.expect("migrate");
+        // Back to what the previous version left: no column, its migration not applied, a row written.
+        let db = database.connect().await;
+        db.execute(
+            "ALTER TABLE organizations DROP COLUMN embedded; \
+             DELETE FROM _sqlx_migrations WHERE version = 20261128000005; \
+             INSERT INTO organizations (clerk_id, name, created_via) VALUES ('org_2aPreviousVersion00000001', 'Old', 'webhook');",
+        )
+        .await;
+        store
+            .migrate(false)
+            .await
+            .expect("migrate the previous version's database");
+        store.close().await;
+        assert_eq!(
+            db.string(&format!("{EMBEDDED}'org_2aPreviousVersion00000001'"))
+                .await
+                .as_deref(),
+            Some("no"),
+            "a row already there counts as the organization's own"
+        );
+        db.close().await;
+        let app = spawn_app_on(database, &[]).await;
+        let org = ClerkOrganization::new(now_ms() - 60_000);
+        app.expect_outcome(
+            &ClerkMembership::new(&org, org.updated_at).created(),
+            &svix_id(),
+            "applied",
+        )
+        .await;
+        assert_eq!(
+            app.db.string(&format!("{EMBEDDED}'{}'", org.id)).await.as_deref(),
+            Some("yes")
+        );
+    }
+);
+
+both_backends!(
+    an_organizations_embedded_column_of_another_type_is_refused,
+    |backend| async move {
+        let database = TestDatabase::create(backend).await;
+        let db = database.connect().await;
+        db.execute("CREATE TABLE organizations (id text PRIMARY KEY, clerk_id text, embedded text)")
+            .await;
+        let error = match try_build(&database, &[]).await {
+            Ok(_) => panic!("an organizations.embedded of type text must refuse adoption"),
+            Err(e) => e,
+        };
+        let message = error.to_string();
+        assert_eq!(error.exit_code(), 78, "{message}");
+        assert!(
+            message.contains("\"embedded\""),
+            "the error names the column: {message}"
+        );
+        db.close().await;
+    }
+);

@@ -3,6 +3,7 @@
 
 use sqlx::postgres::PgConnection;
 
+use crate::store::sql::not_tombstoned;
 use crate::store::{Kind, MembersOf, MembershipCursor, MembershipRow, OrganizationRow, Row, UserRow};
 
 macro_rules! rfc3339 {
@@ -88,10 +89,10 @@ pub(super) async fn memberships(
         MembersOf::User(id) => ("user_clerk_id", id),
     };
     let key = "coalesce(to_char(m.clerk_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), '')";
+    let parents_live = not_tombstoned!("m.organization_clerk_id, m.user_clerk_id");
     let sql = format!(
         "{MEMBERSHIP_COLUMNS} WHERE m.{column} = $1 AND m.deleted_at IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t \
-                         WHERE t.clerk_id IN (m.organization_clerk_id, m.user_clerk_id)) \
+         AND {parents_live} \
          AND ($2::text IS NULL OR ({key}, m.clerk_id) < ($2::text, $3::text)) \
          ORDER BY {key} DESC, m.clerk_id DESC LIMIT $4"
     );

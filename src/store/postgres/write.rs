@@ -8,7 +8,10 @@ use std::sync::LazyLock;
 use sqlx::postgres::PgConnection;
 
 use super::FEED_LOCK;
-use crate::store::sql::{NewMembership, NewOrganization, NewUser};
+use crate::store::sql::{
+    not_tombstoned, organization_count_only, organization_set, organization_wins, NewMembership, NewOrganization,
+    NewUser,
+};
 
 /// Clerk's milliseconds as `timestamptz`.
 macro_rules! ts {
@@ -32,7 +35,9 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $9::text[], $10::text[], $11::bool[], $12::int8[], $13::int8[], $14::text[], $15::text[], $16::int8[])
      AS i(clerk_id, email, first_name, last_name, name, username, image_url, phone_number, external_id,
           public_metadata, banned, last_sign_in_at, clerk_created_at, data, via, clerk_updated_at)
-WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+WHERE ",
+    not_tombstoned!("i.clerk_id"),
+    "
 ORDER BY i.clerk_id
 ON CONFLICT (clerk_id) DO UPDATE SET
     email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
@@ -45,26 +50,31 @@ WHERE u.deleted_at IS NULL AND (u.clerk_updated_at IS NULL OR u.clerk_updated_at
 RETURNING u.clerk_id, (u.xmax = 0)"
 );
 
-/// `members_count` only when Clerk sent it: an event without it keeps the stored count.
+/// `members_count` only when Clerk sent it: an event without it keeps the stored count. The guard and the `SET`
+/// are the backend-independent ones of `store::sql` (an equal `updated_at` is decided by `embedded`).
 const UPSERT_ORGANIZATIONS: &str = concat!(
     "INSERT INTO organizations AS o (clerk_id, name, slug, image_url, public_metadata, members_count,
-                                clerk_created_at, data, created_via, updated_via, clerk_updated_at, created_at,
-                                updated_at)
+                                clerk_created_at, data, created_via, updated_via, clerk_updated_at, embedded,
+                                created_at, updated_at)
 SELECT i.clerk_id, i.name, i.slug, i.image_url, i.public_metadata::jsonb, i.members_count, ",
     ts!("i.clerk_created_at"),
-    ", i.data::jsonb, i.via, i.via, i.clerk_updated_at, now(), now()
+    ", i.data::jsonb, i.via, i.via, i.clerk_updated_at, i.embedded, now(), now()
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[],
-            $9::text[], $10::int8[])
+            $9::text[], $10::int8[], $11::bool[])
      AS i(clerk_id, name, slug, image_url, public_metadata, members_count, clerk_created_at, data, via,
-          clerk_updated_at)
-WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+          clerk_updated_at, embedded)
+WHERE ",
+    not_tombstoned!("i.clerk_id"),
+    "
 ORDER BY i.clerk_id
-ON CONFLICT (clerk_id) DO UPDATE SET
-    name = EXCLUDED.name, slug = EXCLUDED.slug, image_url = EXCLUDED.image_url,
-    public_metadata = EXCLUDED.public_metadata, members_count = coalesce(EXCLUDED.members_count, o.members_count),
-    clerk_created_at = EXCLUDED.clerk_created_at, data = EXCLUDED.data,
-    updated_via = EXCLUDED.updated_via, clerk_updated_at = EXCLUDED.clerk_updated_at, updated_at = now()
-WHERE o.deleted_at IS NULL AND (o.clerk_updated_at IS NULL OR o.clerk_updated_at < EXCLUDED.clerk_updated_at)
+ON CONFLICT (clerk_id) DO UPDATE SET ",
+    organization_set!("o"),
+    ", updated_at = now()
+WHERE o.deleted_at IS NULL AND (",
+    organization_wins!("o"),
+    " OR ",
+    organization_count_only!("o"),
+    ")
 RETURNING o.clerk_id, (o.xmax = 0)"
 );
 
@@ -77,7 +87,9 @@ SELECT i.clerk_id, i.organization_clerk_id, i.user_clerk_id, i.role, ",
     ", i.data::jsonb, i.via, i.via, i.clerk_updated_at, now(), now()
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::int8[])
      AS i(clerk_id, organization_clerk_id, user_clerk_id, role, clerk_created_at, data, via, clerk_updated_at)
-WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = i.clerk_id)
+WHERE ",
+    not_tombstoned!("i.clerk_id, i.organization_clerk_id, i.user_clerk_id"),
+    "
 ORDER BY i.clerk_id
 ON CONFLICT (clerk_id) DO UPDATE SET
     organization_clerk_id = EXCLUDED.organization_clerk_id, user_clerk_id = EXCLUDED.user_clerk_id,
@@ -107,7 +119,7 @@ fn with_feed(upsert: &str, alias: &str, kind: &str, lock: usize) -> String {
 
 static UPSERT_USERS_FEED: LazyLock<String> = LazyLock::new(|| with_feed(UPSERT_USERS, "u", "user", 17));
 static UPSERT_ORGANIZATIONS_FEED: LazyLock<String> =
-    LazyLock::new(|| with_feed(UPSERT_ORGANIZATIONS, "o", "organization", 11));
+    LazyLock::new(|| with_feed(UPSERT_ORGANIZATIONS, "o", "organization", 12));
 static UPSERT_MEMBERSHIPS_FEED: LazyLock<String> =
     LazyLock::new(|| with_feed(UPSERT_MEMBERSHIPS, "m", "membership", 9));
 
@@ -182,7 +194,8 @@ pub(super) async fn organizations(
         .bind(rows.iter().map(|r| r.row.clerk_created_at_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| json_text(r.row.data.as_ref())).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.via.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>()))
+        .bind(rows.iter().map(|r| r.row.clerk_updated_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.row.embedded).collect::<Vec<_>>()))
 }
 
 pub(super) async fn memberships(
@@ -213,7 +226,7 @@ mod tests {
     fn the_feed_variants_keep_the_upserts_and_number_the_lock_after_their_parameters() {
         for (sql, plain, lock) in [
             (&*UPSERT_USERS_FEED, UPSERT_USERS, "$17, $18"),
-            (&*UPSERT_ORGANIZATIONS_FEED, UPSERT_ORGANIZATIONS, "$11, $12"),
+            (&*UPSERT_ORGANIZATIONS_FEED, UPSERT_ORGANIZATIONS, "$12, $13"),
             (&*UPSERT_MEMBERSHIPS_FEED, UPSERT_MEMBERSHIPS, "$9, $10"),
         ] {
             let body = &plain[..plain.rfind("RETURNING").expect("a RETURNING clause")];

@@ -257,6 +257,21 @@ impl BatchTx for SqliteTx<'_> {
         Ok(inserted.into_iter().collect())
     }
 
+    async fn live_memberships_of(&mut self, parents: &[&str]) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        // One row back, as for the deliveries.
+        let found: String = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(clerk_id, organization_clerk_id, user_clerk_id)) FROM \
+             (SELECT clerk_id, organization_clerk_id, user_clerk_id FROM organization_memberships \
+              WHERE deleted_at IS NULL AND (organization_clerk_id IN (SELECT value FROM json_each(?1)) \
+                                            OR user_clerk_id IN (SELECT value FROM json_each(?1))) \
+              ORDER BY clerk_id)",
+        )
+        .bind(json_ids(parents.iter().copied()))
+        .fetch_one(&mut *self.0)
+        .await?;
+        decode(&found)
+    }
+
     async fn soft_delete(&mut self, kind: Kind, rows: &[Removal<'_>]) -> Result<(), sqlx::Error> {
         sqlx::query(&SOFT_DELETE.replace("{table}", kind.table()))
             .bind(json_rows(

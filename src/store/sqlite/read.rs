@@ -2,6 +2,7 @@
 
 use sqlx::sqlite::SqliteConnection;
 
+use crate::store::sql::not_tombstoned;
 use crate::store::{Kind, MembersOf, MembershipCursor, MembershipRow, OrganizationRow, Row, UserRow};
 
 const BOOKKEEPING: &str =
@@ -50,11 +51,11 @@ pub(super) async fn memberships(
         MembersOf::Organization(id) => ("organization_clerk_id", id),
         MembersOf::User(id) => ("user_clerk_id", id),
     };
+    let parents_live = not_tombstoned!("m.organization_clerk_id, m.user_clerk_id");
     let sql = format!(
         "SELECT CAST(id AS TEXT) AS id, clerk_id, organization_clerk_id, user_clerk_id, role, {BOOKKEEPING} \
          FROM organization_memberships m WHERE m.{column} = ?1 AND m.deleted_at IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t \
-                         WHERE t.clerk_id IN (m.organization_clerk_id, m.user_clerk_id)) \
+         AND {parents_live} \
          AND (?2 IS NULL OR (coalesce(m.clerk_created_at, ''), m.clerk_id) < (?2, ?3)) \
          ORDER BY coalesce(m.clerk_created_at, '') DESC, m.clerk_id DESC LIMIT ?4"
     );

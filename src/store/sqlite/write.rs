@@ -3,15 +3,18 @@
 //!
 //! SQLite has no xmax, and RETURNING would send a row per record across sqlx's worker thread. Inside the
 //! IMMEDIATE transaction this is the only writer, so the state read just before an upsert says exactly what its
-//! guard does: no change over a tombstone or a deleted row, or when the row is as new. The upsert's row count
-//! checks the prediction.
+//! guard does: no change over a tombstone (a membership's parents' too) or a deleted row, or when the row is as
+//! new (for an organization, the rules of `store::sql`'s guard). The upsert's row count checks the prediction.
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::sqlite::SqliteConnection;
 
 use super::{decode, json_rows};
-use crate::store::sql::{NewMembership, NewOrganization, NewUser};
+use crate::store::sql::{
+    not_tombstoned, organization_count_only, organization_set, organization_wins, NewMembership, NewOrganization,
+    NewUser,
+};
 
 /// ISO-8601 UTC with milliseconds, the format of every timestamp column in the SQLite schema.
 macro_rules! now {
@@ -46,6 +49,22 @@ macro_rules! guard {
     };
 }
 
+/// The tombstone check of an upsert (rows `j` of `json_each`, the clerk id first), also run by [`upsert`] to
+/// predict it.
+macro_rules! record_live {
+    () => {
+        not_tombstoned!("j.value ->> 0")
+    };
+}
+
+/// A membership is refused when its organization (element 1) or user (element 2) is tombstoned too: their delete
+/// deleted their memberships, and none may be made or brought back afterwards.
+macro_rules! membership_live {
+    () => {
+        not_tombstoned!("j.value ->> 0, j.value ->> 1, j.value ->> 2")
+    };
+}
+
 const UPSERT_USERS: &str = concat!(
     "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url, phone_number,
                         external_id, public_metadata, banned, last_sign_in_at, clerk_created_at, data,
@@ -61,7 +80,9 @@ const UPSERT_USERS: &str = concat!(
     now!(),
     "
      FROM json_each(?1) AS j
-     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = j.value ->> 0)
+     WHERE ",
+    record_live!(),
+    "
      ON CONFLICT (clerk_id) DO UPDATE SET
          email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
          name = excluded.name, username = excluded.username, image_url = excluded.image_url,
@@ -74,27 +95,31 @@ const UPSERT_USERS: &str = concat!(
     guard!("users")
 );
 
+/// The guard and the `SET` are the backend-independent ones of `store::sql`; [`writes`] predicts them.
 const UPSERT_ORGANIZATIONS: &str = concat!(
     "INSERT INTO organizations (clerk_id, name, slug, image_url, public_metadata, members_count,
-                                clerk_created_at, data, created_via, updated_via, clerk_updated_at, created_at,
-                                updated_at)
+                                clerk_created_at, data, created_via, updated_via, clerk_updated_at, embedded,
+                                created_at, updated_at)
      SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, ",
     ts!(6),
-    ", j.value ->> 7, j.value ->> 8, j.value ->> 8, j.value ->> 9, ",
+    ", j.value ->> 7, j.value ->> 8, j.value ->> 8, j.value ->> 9, j.value ->> 10, ",
     now!(),
     ", ",
     now!(),
     "
      FROM json_each(?1) AS j
-     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = j.value ->> 0)
-     ON CONFLICT (clerk_id) DO UPDATE SET
-         name = excluded.name, slug = excluded.slug, image_url = excluded.image_url,
-         public_metadata = excluded.public_metadata,
-         members_count = coalesce(excluded.members_count, organizations.members_count),
-         clerk_created_at = excluded.clerk_created_at, data = excluded.data, updated_via = excluded.updated_via,
-         clerk_updated_at = excluded.clerk_updated_at, updated_at = ",
+     WHERE ",
+    record_live!(),
+    "
+     ON CONFLICT (clerk_id) DO UPDATE SET ",
+    organization_set!("organizations"),
+    ", updated_at = ",
     now!(),
-    guard!("organizations")
+    " WHERE organizations.deleted_at IS NULL AND (",
+    organization_wins!("organizations"),
+    " OR ",
+    organization_count_only!("organizations"),
+    ")"
 );
 
 const UPSERT_MEMBERSHIPS: &str = concat!(
@@ -108,7 +133,9 @@ const UPSERT_MEMBERSHIPS: &str = concat!(
     now!(),
     "
      FROM json_each(?1) AS j
-     WHERE NOT EXISTS (SELECT 1 FROM clerk_sync_tombstones t WHERE t.clerk_id = j.value ->> 0)
+     WHERE ",
+    membership_live!(),
+    "
      ON CONFLICT (clerk_id) DO UPDATE SET
          organization_clerk_id = excluded.organization_clerk_id, user_clerk_id = excluded.user_clerk_id,
          role = excluded.role, clerk_created_at = excluded.clerk_created_at, data = excluded.data,
@@ -117,42 +144,94 @@ const UPSERT_MEMBERSHIPS: &str = concat!(
     guard!("organization_memberships")
 );
 
-/// Runs `upsert` (a statement of this module) over `json`, whose rows start with the clerk id; `keys` are each
-/// row's clerk id and `updated_at`. Returns the ids written, `true` for the created ones.
+/// One table's upsert: the statement, its tombstone check (refused rows are read with it), and what else its guard
+/// reads of the stored row, as JSON: `embedded` and `members_count` (organizations only).
+struct Upsert {
+    table: &'static str,
+    sql: &'static str,
+    live: &'static str,
+    guard_columns: &'static str,
+}
+
+/// The guard reads nothing but `clerk_updated_at` and `deleted_at` of a user or membership.
+const PLAIN_GUARD: &str = "json('false'), NULL";
+
+/// What the guard reads of an incoming row.
+struct Key<'a> {
+    id: &'a str,
+    updated_at: i64,
+    embedded: bool,
+    members_count: Option<i64>,
+}
+
+impl<'a> Key<'a> {
+    fn plain(id: &'a str, updated_at: i64) -> Self {
+        Key {
+            id,
+            updated_at,
+            embedded: false,
+            members_count: None,
+        }
+    }
+}
+
+/// A stored row as the guard reads it: `clerk_updated_at`, deleted, `embedded`, `members_count`.
+type Stored = (Option<i64>, bool, bool, Option<i64>);
+
+/// The same with the clerk id first, as the state query returns it.
+type StoredRow = (String, Option<i64>, bool, bool, Option<i64>);
+
+/// Whether the guard lets `new` over `stored`: the SQL's `guard!`, and for organizations `organization_wins!`
+/// or `organization_count_only!` (a user or membership is never `embedded`, so only a newer one writes).
+fn writes(stored: &Stored, new: &Key) -> bool {
+    let (at, deleted, embedded, count) = *stored;
+    let Some(at) = at else { return !deleted };
+    let equal = at == new.updated_at;
+    !deleted
+        && (at < new.updated_at
+            || (equal && embedded && !new.embedded)
+            || (equal && new.embedded && new.members_count.is_some_and(|n| count != Some(n))))
+}
+
+/// Runs `upsert` over `json`, whose rows start with the clerk id; `keys` are what its guard reads of each row.
+/// Returns the ids written, `true` for the created ones.
 async fn upsert(
     tx: &mut SqliteConnection,
-    table: &'static str,
-    upsert: &'static str,
+    upsert: Upsert,
     json: String,
-    keys: Vec<(&str, i64)>,
+    keys: Vec<Key<'_>>,
 ) -> Result<HashMap<String, bool>, sqlx::Error> {
-    // `table` is one of this module's constants, never input.
+    let Upsert {
+        table,
+        sql,
+        live,
+        guard_columns,
+    } = upsert;
+    // Every part is one of this module's constants, never input.
     let state: (String, String) = sqlx::query_as(&format!(
         "SELECT (SELECT json_group_array(json_array(r.clerk_id, r.clerk_updated_at, \
-                 json(CASE WHEN r.deleted_at IS NULL THEN 'false' ELSE 'true' END))) \
+                 json(CASE WHEN r.deleted_at IS NULL THEN 'false' ELSE 'true' END), {guard_columns})) \
                  FROM {table} r WHERE r.clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j)), \
-                (SELECT json_group_array(t.clerk_id) FROM clerk_sync_tombstones t \
-                 WHERE t.clerk_id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j))"
+                (SELECT json_group_array(j.value ->> 0) FROM json_each(?1) AS j WHERE NOT ({live}))"
     ))
     .bind(&json)
     .fetch_one(&mut *tx)
     .await?;
-    let stored: Vec<(String, Option<i64>, bool)> = decode(&state.0)?;
-    let stored: HashMap<String, (Option<i64>, bool)> = stored
+    let stored: HashMap<String, Stored> = decode::<Vec<StoredRow>>(&state.0)?
         .into_iter()
-        .map(|(id, at, deleted)| (id, (at, deleted)))
+        .map(|(id, at, deleted, embedded, count)| (id, (at, deleted, embedded, count)))
         .collect();
-    let tombstoned: HashSet<String> = decode(&state.1)?;
+    let refused: HashSet<String> = decode(&state.1)?;
     let expected: HashMap<String, bool> = keys
         .into_iter()
-        .filter(|(id, _)| !tombstoned.contains(*id))
-        .filter_map(|(id, updated)| match stored.get(id) {
-            None => Some((id.to_owned(), true)),
-            Some((at, false)) if at.is_none_or(|at| at < updated) => Some((id.to_owned(), false)),
+        .filter(|key| !refused.contains(key.id))
+        .filter_map(|key| match stored.get(key.id) {
+            None => Some((key.id.to_owned(), true)),
+            Some(row) if writes(row, &key) => Some((key.id.to_owned(), false)),
             Some(_) => None,
         })
         .collect();
-    let done = sqlx::query(upsert).bind(&json).execute(&mut *tx).await?;
+    let done = sqlx::query(sql).bind(&json).execute(&mut *tx).await?;
     if done.rows_affected() != expected.len() as u64 {
         // Cannot happen with one writer; if it does, fail the batch rather than report wrong outcomes.
         return Err(sqlx::Error::Protocol(format!(
@@ -192,9 +271,15 @@ pub(super) async fn users(
     }));
     let keys = rows
         .iter()
-        .map(|r| (r.row.clerk_id.as_str(), r.row.clerk_updated_at))
+        .map(|r| Key::plain(&r.row.clerk_id, r.row.clerk_updated_at))
         .collect();
-    upsert(tx, "users", UPSERT_USERS, json, keys).await
+    let statement = Upsert {
+        table: "users",
+        sql: UPSERT_USERS,
+        live: record_live!(),
+        guard_columns: PLAIN_GUARD,
+    };
+    upsert(tx, statement, json, keys).await
 }
 
 pub(super) async fn organizations(
@@ -214,13 +299,25 @@ pub(super) async fn organizations(
             &o.data,
             r.via.as_str(),
             o.clerk_updated_at,
+            o.embedded,
         )
     }));
     let keys = rows
         .iter()
-        .map(|r| (r.row.clerk_id.as_str(), r.row.clerk_updated_at))
+        .map(|r| Key {
+            id: &r.row.clerk_id,
+            updated_at: r.row.clerk_updated_at,
+            embedded: r.row.embedded,
+            members_count: r.row.members_count,
+        })
         .collect();
-    upsert(tx, "organizations", UPSERT_ORGANIZATIONS, json, keys).await
+    let statement = Upsert {
+        table: "organizations",
+        sql: UPSERT_ORGANIZATIONS,
+        live: record_live!(),
+        guard_columns: "json(CASE WHEN r.embedded THEN 'true' ELSE 'false' END), r.members_count",
+    };
+    upsert(tx, statement, json, keys).await
 }
 
 pub(super) async fn memberships(
@@ -242,7 +339,13 @@ pub(super) async fn memberships(
     }));
     let keys = rows
         .iter()
-        .map(|r| (r.row.clerk_id.as_str(), r.row.clerk_updated_at))
+        .map(|r| Key::plain(&r.row.clerk_id, r.row.clerk_updated_at))
         .collect();
-    upsert(tx, "organization_memberships", UPSERT_MEMBERSHIPS, json, keys).await
+    let statement = Upsert {
+        table: "organization_memberships",
+        sql: UPSERT_MEMBERSHIPS,
+        live: membership_live!(),
+        guard_columns: PLAIN_GUARD,
+    };
+    upsert(tx, statement, json, keys).await
 }

@@ -19,7 +19,8 @@ const PROFILE_COLUMNS: &[(&str, Kind, &str)] = &[
     ("data", Kind::Json, "TEXT"),
 ];
 
-/// An application-made `organizations` table gets these columns (and the bookkeeping ones) when they are missing.
+/// An `organizations` table gets these columns (and the bookkeeping ones) when they are missing: an application's,
+/// and the daemon's own for the columns added after the identity migration made it.
 const ORGANIZATION_COLUMNS: &[(&str, Kind, &str)] = &[
     ("clerk_id", Kind::Text, "TEXT"),
     ("name", Kind::Text, "TEXT"),
@@ -29,6 +30,9 @@ const ORGANIZATION_COLUMNS: &[(&str, Kind, &str)] = &[
     ("members_count", Kind::Integer, "INTEGER"),
     ("clerk_created_at", Kind::Timestamp, "TEXT"),
     ("data", Kind::Json, "TEXT"),
+    // Whether the row was last written from a membership event's copy (migration 20261128000005): added here,
+    // not by that migration, to the daemon's table and an application's alike, and kept when it exists.
+    ("embedded", Kind::Boolean, "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 const MEMBERSHIP_COLUMNS: &[(&str, Kind, &str)] = &[
