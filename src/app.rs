@@ -243,6 +243,7 @@ impl Application {
                     clerk: clerk.clone(),
                     cache: Some(state.cache.clone()),
                     store_payload: settings.sync.store_payload,
+                    brake: crate::backfill::Brake::from(&settings.prune),
                 };
                 Some(tokio::spawn(crate::backfill::reconcile::every(
                     backfill,

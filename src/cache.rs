@@ -28,10 +28,17 @@ impl UserJson {
     }
 }
 
+/// Why Clerk has no record: never had it (or not yet), or the record was pruned and Clerk confirmed it gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Absent {
+    Missing,
+    Gone,
+}
+
 #[derive(Clone, Debug)]
 pub struct UserCache {
     users: Cache<String, UserJson>,
-    not_found: Cache<String, ()>,
+    not_found: Cache<String, Absent>,
 }
 
 impl UserCache {
@@ -70,13 +77,13 @@ impl UserCache {
         self.not_found.invalidate(clerk_id).await;
     }
 
-    /// Whether Clerk said "no such user" for this id within `not_found_ttl_secs`.
-    pub async fn known_missing(&self, clerk_id: &str) -> bool {
-        self.not_found.contains_key(clerk_id)
+    /// Whether (and why) Clerk said "no such user" for this id within `not_found_ttl_secs`.
+    pub async fn known_absent(&self, clerk_id: &str) -> Option<Absent> {
+        self.not_found.get(clerk_id).await
     }
 
-    pub async fn remember_missing(&self, clerk_id: &str) {
-        self.not_found.insert(clerk_id.to_owned(), ()).await;
+    pub async fn remember_absent(&self, clerk_id: &str, why: Absent) {
+        self.not_found.insert(clerk_id.to_owned(), why).await;
     }
 
     /// Settles moka's pending bookkeeping and publishes `clerk_sync_cache_entries`.

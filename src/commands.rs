@@ -2,8 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::backfill::BackfillError;
 use crate::config::Settings;
-use crate::store::Db;
+use crate::store::{Db, Kind};
 use crate::webhook::sample::{self, SampleType};
 use crate::Application;
 
@@ -206,7 +207,7 @@ pub async fn shutdown_signal() {
 /// `clerk-sync backfill`: walk Clerk's users, organizations and memberships into the tables (`--only` picks);
 /// non-zero exit on failure, or when the database refused any record.
 pub async fn backfill(settings: Settings, options: crate::backfill::Options) -> i32 {
-    use crate::backfill::{Backfill, BackfillError};
+    use crate::backfill::Backfill;
     let backfill = match Backfill::connect(&settings).await {
         Ok(b) => b,
         Err(BackfillError::Setup(msg)) => return fail(&msg, EX_CONFIG),
@@ -219,15 +220,82 @@ pub async fn backfill(settings: Settings, options: crate::backfill::Options) -> 
     match result {
         Ok(summary) => {
             println!("{}", crate::backfill::progress::describe(&summary, options.dry_run));
+            if let Some(run) = summary.prune_run.as_deref() {
+                let pruned: u64 = crate::backfill::WALKS.iter().map(|k| summary.of(*k).pruned).sum();
+                if pruned > 0 {
+                    println!("prune run {run}: {pruned} tombstoned; to take it back: clerk-sync undo-prune {run}");
+                }
+            }
             if summary.failed() > 0 {
                 1
             } else {
                 0
             }
         }
+        Err(BackfillError::PruneRefused(why)) => fail(&format!("backfill: {why}"), 1),
+        Err(BackfillError::NotEnabled(why)) => fail(&format!("backfill: {why}"), 1),
         Err(e) => fail(
             &format!("backfill stopped: {e}; run it again to continue where it stopped (--restart starts over)"),
             1,
         ),
     }
+}
+
+/// `clerk-sync undo-prune [RUN]`: take back a prune run, or list them.
+pub async fn undo_prune(settings: Settings, run: Option<String>) -> i32 {
+    let db = match Db::connect(&settings.database).await {
+        Ok(db) => db,
+        Err(e) => return fail(&format!("database.url (DATABASE_URL): {e}"), EX_UNAVAILABLE),
+    };
+    let mut db = db;
+    db.set_feed(settings.changes.enabled);
+    let code = match db.migrate(settings.supabase.rls).await {
+        Err(e) => fail(&format!("migrations failed: {e}"), 70),
+        Ok(()) => match run {
+            None => match db.prune_runs().await {
+                Ok(runs) if runs.is_empty() => {
+                    println!("no prune run has tombstones standing");
+                    0
+                }
+                Ok(runs) => {
+                    for r in runs {
+                        println!("{}  {} tombstones  since {}", r.run, r.tombstones, r.at);
+                    }
+                    println!("to take one back: clerk-sync undo-prune RUN");
+                    0
+                }
+                Err(e) => fail(&format!("cannot list prune runs: {e}"), 70),
+            },
+            Some(run)
+                if !db
+                    .prune_runs()
+                    .await
+                    .is_ok_and(|runs| runs.iter().any(|r| r.run == run.trim())) =>
+            {
+                fail(
+                    &format!(
+                    "undo-prune {run}: no tombstone of that run stands (an unknown id, a run taken back already, or \
+                     deletions Clerk announced since); `clerk-sync undo-prune` lists the runs"
+                ),
+                    1,
+                )
+            }
+            Some(run) => match db.undo_prune(run.trim()).await {
+                Ok(restored) => {
+                    let count = |kind| restored.iter().filter(|id| Kind::of(id) == Some(kind)).count();
+                    println!(
+                        "{}: {} users, {} organizations, {} memberships restored",
+                        run.trim(),
+                        count(Kind::User),
+                        count(Kind::Organization),
+                        count(Kind::Membership)
+                    );
+                    0
+                }
+                Err(e) => fail(&format!("undo-prune {run}: {e}"), 70),
+            },
+        },
+    };
+    db.close().await;
+    code
 }

@@ -41,6 +41,15 @@ enum Command {
         /// Walk only these: users, organizations, memberships (repeatable or comma-separated; default all).
         #[arg(long, value_delimiter = ',', value_parser = clerk_sync::backfill::Only::parse_walk)]
         only: Vec<clerk_sync::store::Kind>,
+        /// With --prune: allow this run to tombstone up to N records of each kind, past the brake ([prune]).
+        #[arg(long, value_name = "N", requires = "prune")]
+        max_prune: Option<u64>,
+    },
+    /// Take back a prune run (`backfill --prune` or `reconcile.prune`): lift exactly the tombstones it made. Without
+    /// RUN, list the runs whose tombstones stand.
+    UndoPrune {
+        /// The run's id, as its summary and log line print it (prune-YYYYMMDD-HHMMSS-xxxx).
+        run: Option<String>,
     },
     /// Sign a realistic Clerk event with the configured secret and POST it to a running daemon.
     SendTestEvent {
@@ -102,15 +111,18 @@ async fn run(command: Command, settings: Settings) -> i32 {
             dry_run,
             restart,
             only,
+            max_prune,
         } => {
             let options = clerk_sync::backfill::Options {
                 prune,
                 dry_run,
                 restart,
                 only: clerk_sync::backfill::Only::of(&only),
+                max_prune,
             };
             commands::backfill(settings, options).await
         }
+        Command::UndoPrune { run } => commands::undo_prune(settings, run).await,
         Command::SendTestEvent {
             event_type,
             user_id,

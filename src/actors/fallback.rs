@@ -9,18 +9,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
 
+pub use super::error::FallbackError;
 use super::lane::{Job, Stored};
 use super::{ShardMsg, UserArgs};
 use crate::cache::UserJson;
 use crate::clerk::ClerkError;
 use crate::store::writer::WriteError;
-use crate::store::{Change, Entity, Kind, Outcome, Source, StoreError};
+use crate::store::{Change, Entity, Kind, Outcome, Source};
 
 /// What a fallback request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,40 +46,6 @@ pub enum Hit {
     Clerk,
     /// This request inserted the row (of the requests sharing a flight, exactly one is told so).
     Created,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FallbackError {
-    #[error("Clerk has no such record")]
-    NotFound,
-    #[error("the record was deleted")]
-    Gone,
-    #[error("CLERK_SECRET_KEY is not configured")]
-    NotConfigured,
-    #[error("Clerk is unavailable")]
-    ClerkUnavailable(Option<Duration>),
-    #[error("Clerk answered unexpectedly: {0}")]
-    ClerkFailed(String),
-    #[error("{0}")]
-    Store(WriteError),
-}
-
-impl From<StoreError> for FallbackError {
-    fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "fallback: database read failed");
-        FallbackError::Store(WriteError::from(&e))
-    }
-}
-
-impl From<ClerkError> for FallbackError {
-    fn from(e: ClerkError) -> Self {
-        match e {
-            ClerkError::NotFound => FallbackError::NotFound,
-            ClerkError::NotConfigured => FallbackError::NotConfigured,
-            ClerkError::Unavailable(_) | ClerkError::RateLimited(_) => FallbackError::ClerkUnavailable(e.retry_after()),
-            ClerkError::Refused { .. } | ClerkError::Malformed(_) => FallbackError::ClerkFailed(e.to_string()),
-        }
-    }
 }
 
 /// What a flight hands each of its waiters.
@@ -152,7 +118,8 @@ async fn fly(
                     claimed: Arc::new(AtomicBool::new(false)),
                 }),
                 Stored::Missing => Err(FallbackError::NotFound),
-                Stored::Tombstoned => Err(FallbackError::Gone),
+                // Clerk confirms what the prune inferred.
+                Stored::Tombstoned | Stored::Pruned => Err(FallbackError::Gone),
             };
         }
         // A stored row stays readable until its delete arrives: a sync that Clerk answers 404 changes nothing.
@@ -180,8 +147,9 @@ async fn fly(
             created: outcome == Outcome::Created,
             claimed: Arc::new(AtomicBool::new(false)),
         }),
-        // Tombstoned; or Missing, which only a concurrent hard delete by another replica causes.
-        Stored::Tombstoned | Stored::Missing => Err(FallbackError::Gone),
+        // Tombstoned (or still pruned: a deletion Clerk announced in between); or Missing, which only a
+        // concurrent hard delete by another replica causes.
+        Stored::Tombstoned | Stored::Pruned | Stored::Missing => Err(FallbackError::Gone),
     }
 }
 
@@ -222,19 +190,21 @@ pub(super) async fn fetch(
             return Ok(Fetched { json, hit: Hit::Cache });
         }
     }
-    // Both modes: a deleted user is gone, whatever Clerk says now (it answers 404 after a delete).
+    // Both modes: a deleted user is gone, whatever Clerk says now (it answers 404 after a delete). A pruned one is
+    // asked about once more (then remembered as gone for a while, like a missing one).
     match run(shard, &clerk_id, |reply| Job::Load { reply }).await?? {
         Stored::Tombstoned => return Err(FallbackError::Gone),
+        Stored::Pruned if ctx.cache.known_absent(&clerk_id).await.is_some() => return Err(FallbackError::Gone),
         Stored::Found(json) if mode == FetchMode::GetOrCreate => {
             return Ok(Fetched {
                 json,
                 hit: Hit::Database,
             })
         }
-        Stored::Missing if mode == FetchMode::GetOrCreate && ctx.cache.known_missing(&clerk_id).await => {
+        Stored::Missing if mode == FetchMode::GetOrCreate && ctx.cache.known_absent(&clerk_id).await.is_some() => {
             return Err(FallbackError::NotFound)
         }
-        Stored::Found(_) | Stored::Missing => {}
+        Stored::Found(_) | Stored::Missing | Stored::Pruned => {}
     }
     let flight = match shard
         .call(|reply| ShardMsg::Flight { clerk_id, mode, reply }, None)

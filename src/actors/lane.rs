@@ -3,9 +3,9 @@
 
 use ractor::RpcReplyPort;
 
-use super::fallback::FallbackError;
+use super::error::FallbackError;
 use super::UserArgs;
-use crate::cache::UserJson;
+use crate::cache::{Absent, UserJson};
 use crate::store::writer::WriteError;
 use crate::store::{Change, Lookup, Outcome, Store};
 use crate::webhook::VerifiedEvent;
@@ -15,6 +15,8 @@ use crate::webhook::VerifiedEvent;
 pub enum Stored {
     Found(UserJson),
     Tombstoned,
+    /// Tombstoned by a prune, which Clerk may yet contradict: looked up in Clerk like a missing record.
+    Pruned,
     Missing,
 }
 
@@ -63,8 +65,11 @@ impl Job {
             Job::Invalidate => ctx.cache.invalidate(clerk_id).await,
             Job::ConfirmMissing { reply } => {
                 let stored = load(ctx, clerk_id).await;
-                if let Ok(Stored::Missing) = stored {
-                    ctx.cache.remember_missing(clerk_id).await;
+                match stored {
+                    Ok(Stored::Missing) => ctx.cache.remember_absent(clerk_id, Absent::Missing).await,
+                    // Clerk confirms what the prune inferred.
+                    Ok(Stored::Pruned) => ctx.cache.remember_absent(clerk_id, Absent::Gone).await,
+                    _ => {}
                 }
                 let _ = reply.send(stored);
             }
@@ -123,6 +128,7 @@ async fn load(ctx: &UserArgs, clerk_id: &str) -> Result<Stored, FallbackError> {
             Stored::Found(json)
         }
         Lookup::Tombstoned => Stored::Tombstoned,
+        Lookup::Pruned => Stored::Pruned,
         Lookup::Missing => Stored::Missing,
     })
 }

@@ -10,6 +10,7 @@
 //! sequence for all of them), and only its write goes through the lane, like a webhook's. The [`Actors`]
 //! handle is what HTTP handlers use.
 
+mod error;
 mod fallback;
 mod lane;
 mod shard;

@@ -12,6 +12,8 @@
 pub mod progress;
 pub mod reconcile;
 
+pub use prune::{new_run_id, Brake};
+
 mod cursor;
 mod organizations;
 mod page;
@@ -109,6 +111,8 @@ pub struct Options {
     pub dry_run: bool,
     pub restart: bool,
     pub only: Only,
+    /// `--max-prune N`: this run may tombstone up to N records of each kind, whatever the brake says.
+    pub max_prune: Option<u64>,
 }
 
 /// Whether and how a run took one walk.
@@ -139,6 +143,10 @@ pub struct Tally {
     pub pruned: u64,
     pub skipped_tombstoned: u64,
     pub failed: u64,
+    /// Clerk's own count of the records at the walk's start, when it gave one: a walk that read clearly fewer
+    /// never prunes.
+    #[serde(skip)]
+    pub clerk_count: Option<u64>,
 }
 
 impl Tally {
@@ -154,6 +162,8 @@ pub struct Summary {
     pub users: Tally,
     pub organizations: Tally,
     pub memberships: Tally,
+    /// The id of this run's prune (`--prune`, not a dry run): what `clerk-sync undo-prune` takes back.
+    pub prune_run: Option<String>,
     #[serde(skip)]
     pub duration: Duration,
 }
@@ -192,6 +202,9 @@ pub enum BackfillError {
     /// Clerk's list does not move on (a cursor ignored, far more records than it counted): the walk cannot end.
     #[error("{0}")]
     Stalled(String),
+    /// `--prune` held back by its rails: nothing of that kind was tombstoned.
+    #[error("{0}")]
+    PruneRefused(String),
     /// A walk named with `--only` that the Clerk instance does not offer.
     #[error("{0}")]
     NotEnabled(String),
@@ -214,6 +227,8 @@ pub struct Backfill {
     pub cache: Option<UserCache>,
     /// `sync.store_payload`: keep the whole Clerk object in `data`.
     pub store_payload: bool,
+    /// How much one prune run may tombstone (`[prune]`).
+    pub brake: Brake,
 }
 
 impl Backfill {
@@ -234,6 +249,7 @@ impl Backfill {
             clerk,
             cache: None,
             store_payload: settings.sync.store_payload,
+            brake: Brake::from(&settings.prune),
         })
     }
 }

@@ -24,6 +24,7 @@ impl Backfill {
     pub(super) async fn organizations(
         &self,
         options: Options,
+        run: Option<&str>,
         progress: &mut dyn Progress,
         tally: &mut Tally,
     ) -> Result<Off, BackfillError> {
@@ -44,6 +45,7 @@ impl Backfill {
                 },
             };
             if std::mem::take(&mut first) {
+                tally.clerk_count = Some(total);
                 progress.start(KIND, Some(total));
             }
             let Some(last) = page.last().map(|o| o.id.clone()) else {
@@ -68,7 +70,7 @@ impl Backfill {
             }
         }
         if options.prune {
-            tally.pruned = self.prune(KIND, options.dry_run).await?;
+            tally.pruned = self.prune(KIND, options, run, tally).await?;
         }
         self.end(KIND, options).await?;
         Ok(None)
@@ -82,6 +84,7 @@ impl Backfill {
     pub(super) async fn memberships(
         &self,
         options: Options,
+        run: Option<&str>,
         progress: &mut dyn Progress,
         tally: &mut Tally,
     ) -> Result<Off, BackfillError> {
@@ -89,6 +92,8 @@ impl Backfill {
         let mut checkpoint = self.begin(KIND, options, tally).await?;
         let estimate = self.db.backfill_members_estimate().await?;
         progress.start(KIND, Some(estimate.max(0) as u64));
+        // Clerk's counts of the members of each organization walked, summed (`members_of`).
+        tally.clerk_count = Some(0);
         let also_seen_by = if options.dry_run {
             dry_run_name(Kind::Organization)
         } else {
@@ -118,7 +123,7 @@ impl Backfill {
             after = last;
         }
         if options.prune {
-            tally.pruned = self.prune(KIND, options.dry_run).await?;
+            tally.pruned = self.prune(KIND, options, run, tally).await?;
         }
         self.end(KIND, options).await?;
         Ok(None)
@@ -151,7 +156,12 @@ impl Backfill {
                     Some(said) => return Ok(Some(said)),
                     None => return Err(e.into()),
                 },
-                Ok(answer) => answer.0,
+                Ok((page, total)) => {
+                    if offset == 0 {
+                        tally.clerk_count = Some(tally.clerk_count.unwrap_or(0) + total);
+                    }
+                    page
+                }
             };
             let full = page.len() == PAGE_SIZE;
             offset += page.len() as u64;

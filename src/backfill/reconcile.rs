@@ -53,6 +53,12 @@ pub async fn every(backfill: Backfill, every: Duration, prune: bool) {
                     }
                 }
             }
+            Err(super::BackfillError::PruneRefused(why)) => tracing::error!(
+                refusal = why.as_str(),
+                "reconcile.prune refused: nothing was tombstoned (clerk_sync_prune_refused_total, alert \
+                 ClerkSyncPruneRefused); every reconcile refuses until the cause is gone or a backfill --prune \
+                 --max-prune N run allows it"
+            ),
             Err(e) => tracing::warn!(error = %e, "reconcile failed; the next one continues where it stopped"),
         }
         lock.release().await;

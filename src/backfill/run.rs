@@ -12,7 +12,12 @@ impl Backfill {
     /// Takes the walks `options.only` asks for: users, then organizations, then their memberships.
     pub async fn run(&self, options: Options, progress: &mut dyn Progress) -> Result<Summary, BackfillError> {
         let started = Instant::now();
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            prune_run: (options.prune && !options.dry_run).then(super::new_run_id),
+            ..Summary::default()
+        };
+        let run_id = summary.prune_run.clone();
+        let run_id = run_id.as_deref();
         let mut run = Run::open(self, options).await?;
         // What Clerk said when it turned the organizations walk down: the memberships walk is then skipped too.
         let mut organizations_off: Option<String> = None;
@@ -27,10 +32,10 @@ impl Backfill {
                 continue;
             }
             let off = match (kind, &organizations_off) {
-                (Kind::User, _) => self.users(options, progress, tally).await.map(|()| None)?,
+                (Kind::User, _) => self.users(options, run_id, progress, tally).await.map(|()| None)?,
                 (_, Some(said)) => Some(said.clone()),
-                (Kind::Organization, None) => self.organizations(options, progress, tally).await?,
-                (Kind::Membership, None) => self.memberships(options, progress, tally).await?,
+                (Kind::Organization, None) => self.organizations(options, run_id, progress, tally).await?,
+                (Kind::Membership, None) => self.memberships(options, run_id, progress, tally).await?,
             };
             match off {
                 Some(said) => {

@@ -18,11 +18,13 @@ impl Backfill {
     pub(super) async fn users(
         &self,
         options: Options,
+        run: Option<&str>,
         progress: &mut dyn Progress,
         tally: &mut Tally,
     ) -> Result<(), BackfillError> {
         let mut checkpoint = self.begin(USERS, options, tally).await?;
         let count = self.clerk.count_users().await.ok();
+        tally.clerk_count = count;
         progress.start(USERS, count);
         // The next page is fetched while this one is written: the walk takes the longer of the two, not both.
         let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<ClerkUser>, BackfillError>>(2);
@@ -106,8 +108,7 @@ impl Backfill {
         let ((), applied) = tokio::join!(fetch, apply);
         applied?;
         if options.prune {
-            // The cursor walk skips no one (a user deleted meanwhile is simply absent): no confirmation needed.
-            tally.pruned = self.prune(USERS, options.dry_run).await?;
+            tally.pruned = self.prune(USERS, options, run, tally).await?;
         }
         self.end(USERS, options).await?;
         Ok(())

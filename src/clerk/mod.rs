@@ -9,7 +9,7 @@ mod user;
 
 pub use client::{ClerkClient, ClerkError};
 pub use jwt::{AuthError, JwtVerifier, SessionClaims};
-pub use list::{Cursor, PAGE_SIZE};
+pub use list::{Cursor, BY_ID, PAGE_SIZE};
 pub use organization::{ClerkMembership, ClerkOrganization, PublicUserData};
 pub use timestamp::clerk_ms;
 pub use user::{is_membership_id, is_organization_id, is_user_id, storable_ms, strip_nul, ClerkUser, EmailAddress};

@@ -143,6 +143,13 @@ impl Settings {
             ));
         }
         super::forward::validate(self)?;
+        if !(0.0..=1.0).contains(&self.prune.max_share) {
+            return Err(ConfigError::invalid(
+                "prune",
+                "max_share",
+                "must be between 0 and 1 (0.1 is a tenth of the live rows)",
+            ));
+        }
         if let Err(e) = self.reconcile.every() {
             return Err(ConfigError::invalid("reconcile", "interval", e));
         }

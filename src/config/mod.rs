@@ -32,6 +32,17 @@ pub struct Settings {
     pub supabase: SupabaseSettings,
     pub changes: ChangesSettings,
     pub forward: ForwardSettings,
+    pub prune: PruneSettings,
+}
+
+/// The brake on `backfill --prune` and `reconcile.prune`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSettings {
+    /// A run tombstones at most this share of a kind's live rows (rounded up), never all of them.
+    pub max_share: f64,
+    /// And at most this many of a kind.
+    pub max_count: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -192,7 +192,7 @@ impl Forwarder {
         loop {
             match self.db.lookup(clerk_id).await {
                 Ok(Lookup::Found(row)) => return serde_json::to_value(row.as_ref()).unwrap_or(Value::Null),
-                Ok(Lookup::Tombstoned | Lookup::Missing) => return Value::Null,
+                Ok(Lookup::Tombstoned | Lookup::Pruned | Lookup::Missing) => return Value::Null,
                 Err(e) => {
                     tracing::warn!(error = %e, "forwarding: cannot read the changed record; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;

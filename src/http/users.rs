@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{ServiceCaller, SessionUser};
 use super::{ApiError, AppState};
 use crate::actors::{FallbackError, FetchMode, Fetched, Hit};
+use crate::cache::Absent;
 use crate::cache::UserJson;
 use crate::clerk::{is_organization_id, is_user_id};
 use crate::store::Kind;
@@ -81,8 +82,10 @@ pub(super) async fn get_or_create(state: &AppState, kind: Kind, clerk_id: String
         state.counters.cache_hit.increment(1);
         return json_response(StatusCode::OK, json);
     }
-    if state.cache.known_missing(&clerk_id).await {
-        return answer(state, kind, Err(FallbackError::NotFound));
+    match state.cache.known_absent(&clerk_id).await {
+        Some(Absent::Missing) => return answer(state, kind, Err(FallbackError::NotFound)),
+        Some(Absent::Gone) => return answer(state, kind, Err(FallbackError::Gone)),
+        None => {}
     }
     answer(state, kind, state.actors.fetch(clerk_id, FetchMode::GetOrCreate).await)
 }

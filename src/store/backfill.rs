@@ -80,21 +80,24 @@ impl Db {
         Ok(row.map(|(cursor, scanned)| Checkpoint { cursor, scanned }))
     }
 
-    /// Starts backfill `name` afresh: no cursor, nothing seen.
+    /// Starts backfill `name` afresh: no cursor, nothing seen, started now (the database's clock, in the format of
+    /// the rows' `created_at`: `--prune` compares the two).
     pub async fn backfill_start(&self, name: &str) -> Result<(), StoreError> {
+        let now = match self {
+            Db::Postgres(_) => "now()",
+            Db::Sqlite(_) => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        };
+        let start = format!(
+            "INSERT INTO clerk_sync_backfill (name, cursor, scanned, started_at) VALUES ($1, NULL, 0, {now}) \
+             ON CONFLICT (name) DO UPDATE SET cursor = NULL, scanned = 0, started_at = {now}"
+        );
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM clerk_sync_backfill_seen WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO clerk_sync_backfill (name, cursor, scanned) VALUES ($1, NULL, 0) \
-                 ON CONFLICT (name) DO UPDATE SET cursor = NULL, scanned = 0",
-            )
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&start).bind(name).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -167,36 +170,6 @@ impl Db {
             }
         }
         Ok(())
-    }
-
-    /// Live records of `kind` that backfill `name` has not seen, after `after` in id order, at most `limit`; each
-    /// with its organization's id when `kind` is [`Kind::Membership`] (so `--prune` can ask Clerk about it).
-    pub async fn backfill_unseen(
-        &self,
-        kind: Kind,
-        name: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        let parent = match kind {
-            Kind::Membership => "r.organization_clerk_id",
-            Kind::User | Kind::Organization => "CAST(NULL AS TEXT)",
-        };
-        // The table name comes from `Kind`, never from input.
-        let sql = format!(
-            "SELECT r.clerk_id, {parent} FROM {table} r WHERE r.deleted_at IS NULL AND r.clerk_id > $2 \
-             AND NOT EXISTS (SELECT 1 FROM clerk_sync_backfill_seen s WHERE s.name = $1 AND s.clerk_id = r.clerk_id) \
-             ORDER BY r.clerk_id LIMIT $3",
-            table = kind.table()
-        );
-        Ok(on_pool!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(name)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        }))
     }
 
     /// The organizations whose memberships a backfill walks, after `after` in id order, at most `limit`: those

@@ -9,6 +9,7 @@ pub mod backfill;
 pub mod changes;
 mod error;
 mod postgres;
+pub mod prune;
 mod rows;
 mod sanitize;
 mod sql;

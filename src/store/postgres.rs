@@ -7,13 +7,14 @@ use std::time::Duration;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::sql::{BatchTx, FeedRow, NewDelivery, NewMembership, NewOrganization, NewUser, Removal};
+use super::sql::{BatchTx, FeedRow, Lift, NewDelivery, NewMembership, NewOrganization, NewUser, Removal};
 use super::{apply_all, Change, Kind, Lookup, MembersOf, MembershipCursor, MembershipRow, Outcome, Store, StoreError};
 use crate::config::DatabaseSettings;
 
 mod adopt_check;
 mod read;
 pub(super) mod rls;
+mod tombstones;
 mod write;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -113,6 +114,21 @@ impl PgStore {
         Ok((outcomes, tx.last_seq))
     }
 
+    /// Takes back prune run `run` (see `store::sql::lift`): one transaction, on the feed like any write.
+    pub(super) async fn undo_prune(&self, run: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.begin().await?;
+        let mut tx = PgTx {
+            conn: &mut conn,
+            last_seq: None,
+            feed: self.feed,
+        };
+        let restored = super::sql::undo_run(&mut tx, run, self.feed).await?;
+        let seq = tx.last_seq;
+        conn.commit().await?;
+        self.notify(seq);
+        Ok(restored)
+    }
+
     /// Has `NOTIFY clerk_sync_changes` sent with the highest seq of a committed batch, so followers read at once.
     ///
     /// Not inside the transaction: Postgres serializes the commits of notifying transactions (a lock held
@@ -163,18 +179,11 @@ impl Store for PgStore {
         };
         let mut conn = self.pool.acquire().await?;
         let row = read::row(&mut conn, kind, clerk_id).await?;
-        let tombstoned = match row {
-            None => !PgTx {
-                conn: &mut conn,
-                last_seq: None,
-                feed: false,
-            }
-            .tombstoned(&[clerk_id])
-            .await?
-            .is_empty(),
-            Some(_) => false,
+        let tomb = match &row {
+            Some(row) if row.deleted_at().is_none() => None,
+            _ => tombstones::tomb(&mut conn, clerk_id).await?,
         };
-        Ok(super::lookup_result(row, || tombstoned))
+        Ok(super::lookup_result(row, tomb))
     }
 
     async fn memberships(
@@ -281,27 +290,23 @@ impl BatchTx for PgTx<'_> {
     }
 
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
-        let found: Vec<String> =
-            sqlx::query_scalar("SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id = ANY($1)")
-                .bind(clerk_ids)
-                .fetch_all(&mut *self.conn)
-                .await?;
-        Ok(found.into_iter().collect())
+        tombstones::tombstoned(self.conn, clerk_ids).await
+    }
+
+    async fn pruned(&mut self, clerk_ids: &[&str]) -> Result<HashMap<String, Option<i64>>, sqlx::Error> {
+        tombstones::pruned(self.conn, clerk_ids).await
     }
 
     async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error> {
-        let ids: Vec<&str> = rows.iter().map(|r| r.clerk_id).collect();
-        let at: Vec<i64> = rows.iter().map(|r| r.deleted_at_ms).collect();
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) \
-             SELECT * FROM unnest($1::text[], $2::int8[]) ORDER BY 1 \
-             ON CONFLICT (clerk_id) DO NOTHING RETURNING clerk_id",
-        )
-        .bind(ids)
-        .bind(at)
-        .fetch_all(&mut *self.conn)
-        .await?;
-        Ok(inserted.into_iter().collect())
+        tombstones::insert(self.conn, rows).await
+    }
+
+    async fn lift_tombstones(&mut self, which: Lift<'_>) -> Result<Vec<String>, sqlx::Error> {
+        tombstones::lift(self.conn, which).await
+    }
+
+    async fn restore(&mut self, kind: Kind, clerk_ids: &[&str], forget: bool) -> Result<Vec<String>, sqlx::Error> {
+        tombstones::restore(self.conn, kind, clerk_ids, forget).await
     }
 
     async fn live_memberships_of(&mut self, parents: &[&str]) -> Result<Vec<(String, String, String)>, sqlx::Error> {

@@ -120,6 +120,9 @@ pub enum Lookup {
     Found(std::sync::Arc<Row>),
     /// Deleted in Clerk (soft-deleted row, or a tombstone without a row): never re-created.
     Tombstoned,
+    /// Tombstoned by a prune: the deletion was inferred from Clerk's list, so Clerk is asked again before the
+    /// record is called gone (and a record Clerk has is brought back).
+    Pruned,
     Missing,
 }
 

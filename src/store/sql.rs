@@ -13,25 +13,29 @@ mod cascade;
 mod feed;
 mod fragments;
 mod hard_delete;
+mod lift;
+mod upsert;
 
 use cascade::{cascade, Cascaded};
 use feed::feed_rows;
 pub(super) use feed::FeedRow;
 pub(crate) use fragments::{not_tombstoned, organization_count_only, organization_set, organization_wins};
 use hard_delete::hard_delete;
+pub(super) use lift::undo_run;
+use upsert::{Restored, Upsert};
 
 use super::{
-    Change, Delivery, Entity, Kind, Lookup, MembershipData, OrganizationData, Outcome, RecordOnly, Row, Source,
-    StoreError, UserData,
+    Change, Delivery, Kind, Lookup, MembershipData, OrganizationData, Outcome, RecordOnly, Row, Source, StoreError,
+    UserData,
 };
 
-/// Turns the row (if any) and the tombstone flag into a [`Lookup`].
-pub(super) fn lookup_result(row: Option<Row>, tombstoned: impl FnOnce() -> bool) -> Lookup {
-    match row {
-        Some(row) if row.deleted_at().is_none() => Lookup::Found(std::sync::Arc::new(row)),
-        Some(_) => Lookup::Tombstoned,
-        None if tombstoned() => Lookup::Tombstoned,
-        None => Lookup::Missing,
+/// Turns the row (if any) and its tombstone (`Some(true)`: made by a prune) into a [`Lookup`].
+pub(super) fn lookup_result(row: Option<Row>, tomb: Option<bool>) -> Lookup {
+    match (row, tomb) {
+        (Some(row), _) if row.deleted_at().is_none() => Lookup::Found(std::sync::Arc::new(row)),
+        (_, Some(true)) => Lookup::Pruned,
+        (Some(_), _) | (None, Some(false)) => Lookup::Tombstoned,
+        (None, None) => Lookup::Missing,
     }
 }
 
@@ -76,6 +80,19 @@ pub(super) struct Removal<'a> {
     pub clerk_id: &'a str,
     pub deleted_at_ms: i64,
     pub via: Source,
+    /// The prune run inferring the deletion (its tombstone can be lifted); `None`: Clerk announced it (final).
+    pub prune_run: Option<&'a str>,
+    /// For a membership a pruned organization or user takes with it: that parent.
+    pub cascade_of: Option<&'a str>,
+}
+
+/// Which prune tombstones [`BatchTx::lift_tombstones`] deletes.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::store) enum Lift<'a> {
+    /// Those of these records, and of the memberships their prune took with them.
+    Records(&'a [&'a str]),
+    /// Every tombstone this prune run made.
+    Run(&'a str),
 }
 
 /// The multi-row statements one batch needs, inside an open transaction. Every method takes rows whose keys are
@@ -98,8 +115,18 @@ pub(super) trait BatchTx {
     async fn upsert_memberships(&mut self, rows: &[NewMembership<'_>]) -> Result<HashMap<String, bool>, sqlx::Error>;
     /// Which of these clerk ids are tombstoned.
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error>;
-    /// Inserts the tombstones that do not exist yet; returns the clerk ids it inserted.
+    /// Of these tombstoned clerk ids, those whose tombstone a prune made, each with its row's `clerk_updated_at`.
+    async fn pruned(&mut self, clerk_ids: &[&str]) -> Result<HashMap<String, Option<i64>>, sqlx::Error>;
+    /// Inserts the tombstones that do not exist yet, and makes final the prune tombstones a deletion Clerk
+    /// announced meets; returns the clerk ids of both.
     async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error>;
+    /// Deletes prune tombstones: of these records and the memberships their prune took with them, or of one run.
+    /// Returns the clerk ids whose tombstone went.
+    async fn lift_tombstones(&mut self, which: Lift<'_>) -> Result<Vec<String>, sqlx::Error>;
+    /// Undeletes the soft-deleted rows of these records, all of one kind, that no tombstone covers (nor, for a
+    /// membership, its organization's or user's); with `forget`, also forgets their `clerk_updated_at`, so that
+    /// the write lifting them lands whatever its `updated_at`. Returns the clerk ids undeleted.
+    async fn restore(&mut self, kind: Kind, clerk_ids: &[&str], forget: bool) -> Result<Vec<String>, sqlx::Error>;
     /// The live memberships of these organizations and users: (clerk id, organization, user), by clerk id.
     async fn live_memberships_of(&mut self, parents: &[&str]) -> Result<Vec<(String, String, String)>, sqlx::Error>;
     /// Sets `deleted_at` on the live rows of these records, all of one kind.
@@ -131,14 +158,21 @@ pub(super) async fn apply_all<T: BatchTx>(
     feed: bool,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-    let mut cascaded = Vec::new();
+    let (mut cascaded, mut restored) = (Vec::new(), Vec::new());
     for round in rounds(batch) {
-        apply_round(tx, batch, &round, &mut outcomes, &mut cascaded).await?;
+        apply_round(tx, batch, &round, &mut outcomes, &mut cascaded, &mut restored).await?;
     }
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Stale)).collect();
     if feed {
-        // The memberships deleted with their parent last: none of them can change after its delete.
+        // The memberships deleted with their parent last: none of them can change after its delete. Those undeleted
+        // with a parent whose prune was lifted, likewise after it.
         let mut rows = feed_rows(batch, &outcomes, !tx.records_upserts());
+        rows.extend(restored.iter().map(|r: &Restored| FeedRow {
+            kind: Kind::Membership.as_str(),
+            clerk_id: &r.clerk_id,
+            op: "updated",
+            via: r.via.as_str(),
+        }));
         rows.extend(cascaded.iter().map(|c: &Cascaded| FeedRow {
             kind: Kind::Membership.as_str(),
             clerk_id: &c.clerk_id,
@@ -183,6 +217,7 @@ async fn apply_round<T: BatchTx>(
     round: &[usize],
     outcomes: &mut [Option<Outcome>],
     cascaded: &mut Vec<Cascaded>,
+    restored: &mut Vec<Restored>,
 ) -> Result<(), sqlx::Error> {
     // 1. Deliveries first: a redelivered svix id stops here, before touching the user. Changes that write a
     //    user are recorded as "applied" and corrected below in the rare case they were not.
@@ -226,7 +261,7 @@ async fn apply_round<T: BatchTx>(
         .collect();
 
     // 2. Upserts, one statement per kind.
-    let mut upserts: Vec<(usize, &Entity, Source)> = live
+    let mut upserts: Vec<Upsert> = live
         .iter()
         .filter_map(|&i| match &batch[i] {
             Change::Upsert { entity, via, .. } => Some((i, entity, *via)),
@@ -235,54 +270,7 @@ async fn apply_round<T: BatchTx>(
         .collect();
     upserts.sort_unstable_by(|a, b| a.1.clerk_id().cmp(b.1.clerk_id()));
     if !upserts.is_empty() {
-        let mut written = HashMap::new();
-        let of = |kind: Kind| upserts.iter().filter(move |(_, e, _)| e.kind() == kind);
-        let users: Vec<NewUser> = of(Kind::User)
-            .filter_map(|(_, e, via)| match e {
-                Entity::User(row) => Some(New { row, via: *via }),
-                _ => None,
-            })
-            .collect();
-        if !users.is_empty() {
-            written.extend(tx.upsert_users(&users).await?);
-        }
-        let organizations: Vec<NewOrganization> = of(Kind::Organization)
-            .filter_map(|(_, e, via)| match e {
-                Entity::Organization(row) => Some(New { row, via: *via }),
-                _ => None,
-            })
-            .collect();
-        if !organizations.is_empty() {
-            written.extend(tx.upsert_organizations(&organizations).await?);
-        }
-        let memberships: Vec<NewMembership> = of(Kind::Membership)
-            .filter_map(|(_, e, via)| match e {
-                Entity::Membership(row) => Some(New { row, via: *via }),
-                _ => None,
-            })
-            .collect();
-        if !memberships.is_empty() {
-            written.extend(tx.upsert_memberships(&memberships).await?);
-        }
-        let refused: Vec<&str> = upserts
-            .iter()
-            .map(|(_, e, _)| e.clerk_id())
-            .filter(|id| !written.contains_key(*id))
-            .collect();
-        let tombstoned = if refused.is_empty() {
-            HashSet::new()
-        } else {
-            tx.tombstoned(&refused).await?
-        };
-        for (i, e, _) in &upserts {
-            let id = e.clerk_id();
-            outcomes[*i] = Some(match written.get(id) {
-                Some(true) => Outcome::Created,
-                Some(false) => Outcome::Updated,
-                None if tombstoned.contains(id) => Outcome::Tombstoned,
-                None => Outcome::Stale,
-            });
-        }
+        restored.extend(upsert::upserts(tx, &upserts, outcomes).await?);
     }
 
     // 3. Deletes: the tombstone decides; only a new tombstone deletes the row, and a new organization's or user's
@@ -296,6 +284,7 @@ async fn apply_round<T: BatchTx>(
                 deleted_at_ms,
                 via,
                 hard,
+                pruned_by,
                 ..
             } => Some((
                 i,
@@ -303,6 +292,8 @@ async fn apply_round<T: BatchTx>(
                     clerk_id,
                     deleted_at_ms: *deleted_at_ms,
                     via: *via,
+                    prune_run: pruned_by.as_deref(),
+                    cascade_of: None,
                 },
                 *kind,
                 *hard,

@@ -204,6 +204,9 @@ pub enum Change {
         via: Source,
         hard: bool,
         delivery: Option<Delivery>,
+        /// The prune run that inferred this deletion (`backfill --prune`, `reconcile.prune`); `None` when Clerk
+        /// announced it. A prune's tombstone is lifted when Clerk shows the record alive; an announced one is final.
+        pruned_by: Option<String>,
     },
     /// Only remember that a delivery was seen.
     Record { delivery: Delivery, outcome: RecordOnly },

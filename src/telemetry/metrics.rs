@@ -26,6 +26,7 @@ pub const BACKFILL_USERS: &str = "clerk_sync_backfill_users_total";
 pub const BACKFILL_LAST_SUCCESS: &str = "clerk_sync_backfill_last_success_timestamp_seconds";
 pub const FORWARD_DELIVERIES: &str = "clerk_sync_forward_deliveries_total";
 pub const FORWARD_LAG: &str = "clerk_sync_forward_lag_seconds";
+pub const PRUNE_REFUSED: &str = "clerk_sync_prune_refused_total";
 
 /// Every exported metric name (histograms export `_bucket`, `_sum` and `_count` series).
 pub const ALL: &[&str] = &[
@@ -48,6 +49,7 @@ pub const ALL: &[&str] = &[
     BACKFILL_LAST_SUCCESS,
     FORWARD_DELIVERIES,
     FORWARD_LAG,
+    PRUNE_REFUSED,
 ];
 
 /// Label values of `clerk_sync_webhook_events_total{outcome}`.
@@ -164,6 +166,9 @@ fn zero_series() {
         counter!(FORWARD_DELIVERIES, "outcome" => outcome).increment(0);
     }
     gauge!(FORWARD_LAG).set(0.0);
+    for kind in ["user", "organization", "membership"] {
+        counter!(PRUNE_REFUSED, "kind" => kind).increment(0);
+    }
     // 0 until a walk of the whole list succeeds in this process.
     gauge!(BACKFILL_LAST_SUCCESS).set(0.0);
 }
@@ -217,6 +222,11 @@ fn describe() {
         FORWARD_LAG,
         Unit::Seconds,
         "How long the oldest change not yet acknowledged by the application has waited (0 when caught up)."
+    );
+    describe_counter!(
+        PRUNE_REFUSED,
+        "Prunes (backfill --prune, reconcile.prune) held back by the brake or by a walk shorter than Clerk's count, \
+         by kind (user, organization, membership): nothing of that kind was tombstoned."
     );
     describe_counter!(
         HARD_DELETE_REFUSED,

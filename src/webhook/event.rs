@@ -262,6 +262,7 @@ impl VerifiedEvent {
                 via: Source::Webhook,
                 hard: hard_delete,
                 delivery: Some(delivery),
+                pruned_by: None,
             },
             EventKind::Other { .. } | EventKind::Ignored { .. } => Change::Record {
                 delivery,

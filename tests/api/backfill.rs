@@ -14,6 +14,7 @@ const PRUNE: Options = Options {
     dry_run: false,
     restart: false,
     only: Only::ALL,
+    max_prune: None,
 };
 
 fn users(n: usize) -> Vec<ClerkUser> {

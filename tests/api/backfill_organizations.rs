@@ -15,7 +15,7 @@ use crate::helpers::{spawn_app_with_clerk, TestApp};
 /// Clerk's organizations and memberships as `GET /v1/organizations` (offset pages of `{data, total_count}`),
 /// `GET /v1/organizations/{id}` and `GET /v1/organizations/{id}/memberships`.
 #[derive(Default)]
-struct FakeOrgs {
+pub struct FakeOrgs {
     /// Listed, in `created_at` order.
     listed: Vec<ClerkOrganization>,
     /// Clerk has these (a GET answers them) though its list skips them, as a list shifted by a deletion would.
@@ -30,7 +30,7 @@ struct FakeOrgs {
 }
 
 impl FakeOrgs {
-    fn new(listed: Vec<ClerkOrganization>, members: Vec<ClerkMembership>) -> FakeOrgs {
+    pub fn new(listed: Vec<ClerkOrganization>, members: Vec<ClerkMembership>) -> FakeOrgs {
         let mut by_organization: HashMap<String, Vec<ClerkMembership>> = HashMap::new();
         for m in members {
             by_organization.entry(m.organization.id.clone()).or_default().push(m);
@@ -149,7 +149,7 @@ impl Respond for Shared {
 }
 
 /// Mounts `fake` and a user list with no one in it.
-async fn mount(app: &TestApp, fake: FakeOrgs) -> Arc<FakeOrgs> {
+pub async fn mount(app: &TestApp, fake: FakeOrgs) -> Arc<FakeOrgs> {
     use wiremock::matchers::{method, path, path_regex};
     let fake = Arc::new(fake);
     wiremock::Mock::given(method("GET"))
@@ -171,13 +171,13 @@ async fn mount(app: &TestApp, fake: FakeOrgs) -> Arc<FakeOrgs> {
 }
 
 /// `n` organizations, in `created_at` order.
-fn organizations(n: usize) -> Vec<ClerkOrganization> {
+pub fn organizations(n: usize) -> Vec<ClerkOrganization> {
     let t = now_ms() - 3_600_000;
     (0..n).map(|i| ClerkOrganization::new(t + i as i64)).collect()
 }
 
 /// `n` members of `organization`, in `created_at` order.
-fn members(organization: &ClerkOrganization, n: usize) -> Vec<ClerkMembership> {
+pub fn members(organization: &ClerkOrganization, n: usize) -> Vec<ClerkMembership> {
     let t = now_ms() - 1_800_000;
     (0..n)
         .map(|i| ClerkMembership::new(organization, t + i as i64))
@@ -196,6 +196,7 @@ const PRUNE: Options = Options {
     dry_run: false,
     restart: false,
     only: Only::ALL,
+    max_prune: None,
 };
 
 async fn run(app: &TestApp, options: Options) -> Summary {
@@ -203,7 +204,7 @@ async fn run(app: &TestApp, options: Options) -> Summary {
 }
 
 /// The first column of each row, sorted here (Postgres collations sort ids otherwise).
-async fn rows(app: &TestApp, sql: &str) -> Vec<String> {
+pub async fn rows(app: &TestApp, sql: &str) -> Vec<String> {
     let mut rows: Vec<String> = app.db.strings(sql).await.into_iter().flatten().collect();
     rows.sort();
     rows
@@ -224,7 +225,7 @@ fn organization_row(o: &ClerkOrganization, via: &str, state: &str) -> String {
 }
 
 /// Every `organization_memberships` row as `clerk_id|organization|user|role|created_via|live or deleted`.
-async fn membership_rows(app: &TestApp) -> Vec<String> {
+pub async fn membership_rows(app: &TestApp) -> Vec<String> {
     rows(
         app,
         "SELECT clerk_id || '|' || organization_clerk_id || '|' || user_clerk_id || '|' || COALESCE(role, '') || \
@@ -234,11 +235,11 @@ async fn membership_rows(app: &TestApp) -> Vec<String> {
     .await
 }
 
-fn membership_row(m: &ClerkMembership, via: &str, state: &str) -> String {
+pub fn membership_row(m: &ClerkMembership, via: &str, state: &str) -> String {
     format!("{}|{}|{}|{}|{via}|{state}", m.id, m.organization.id, m.user_id, m.role)
 }
 
-fn sorted(mut rows: Vec<String>) -> Vec<String> {
+pub fn sorted(mut rows: Vec<String>) -> Vec<String> {
     rows.sort();
     rows
 }
@@ -463,7 +464,12 @@ both_backends!(prune_tombstones_what_clerk_confirms_gone, |backend| async move {
     fake.hidden_once.lock().expect("lock").insert(skipped.id.clone());
     mount(&app, fake).await;
 
-    let summary = run(&app, PRUNE).await;
+    // Two of four organizations are candidates, past the brake: this test is about Clerk's confirmations.
+    let allowed = Options {
+        max_prune: Some(2),
+        ..PRUNE
+    };
+    let summary = run(&app, allowed).await;
     let o = &summary.organizations;
     // The listed organizations' rows hold membership events' copies: Clerk's own object of the same updated_at
     // replaces them.
@@ -482,10 +488,9 @@ both_backends!(prune_tombstones_what_clerk_confirms_gone, |backend| async move {
     for id in [&gone.id, &removed.id] {
         assert!(app.db.tombstone(id).await.is_some(), "{id}");
     }
-    assert_eq!(
-        app.db.tombstone(&gone_member.id).await,
-        None,
-        "the organization's tombstone covers its member"
+    assert!(
+        app.db.tombstone(&gone_member.id).await.is_some(),
+        "a prune's tombstone for the member its organization took with it, lifted with the organization's"
     );
     let via = format!("SELECT updated_via FROM organizations WHERE clerk_id = '{}'", gone.id);
     assert_eq!(app.db.string(&via).await.as_deref(), Some("backfill"));

@@ -3,9 +3,10 @@
 //! `GET /v1/users/count`, `GET /v1/users/{id}`, and the organizations endpoints of an instance with none or
 //! without the feature — with knobs for the ways a real list misbehaves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path, path_regex};
@@ -42,6 +43,11 @@ pub struct FakeList {
     delete_after: Mutex<Vec<(usize, String)>>,
     /// List requests that carried a `user_id` filter.
     pub filtered: AtomicUsize,
+    /// Users Clerk has (counted, answered by id and by the `user_id` filter) that its list pages skip, as a list
+    /// shifted by a deletion or cut short would.
+    pub hidden: Mutex<HashSet<String>>,
+    /// How long list pages take to arrive.
+    pub delay: Mutex<Option<Duration>>,
 }
 
 impl FakeList {
@@ -87,24 +93,37 @@ impl FakeList {
                 "errors": [{"code": "form_param_unknown", "message": "is unknown", "long_message": "starting_after is not a valid parameter"}]
             }));
         }
+        let hidden = self.hidden.lock().expect("lock");
+        let listed: Vec<&Value> = users
+            .iter()
+            .filter(|u| !u["id"].as_str().is_some_and(|id| hidden.contains(id)))
+            .collect();
         let start = match (one("offset"), after) {
             (Some(offset), _) => offset.parse().unwrap_or(0),
             (None, Some(_)) if self.ignore_cursor.load(Ordering::SeqCst) => 0,
+            // A hidden user is still Clerk's: a cursor naming it works.
             (None, Some(after)) => match users.iter().position(|u| u["id"] == after) {
-                Some(i) => i + 1,
+                Some(i) => users[..=i]
+                    .iter()
+                    .filter(|u| !u["id"].as_str().is_some_and(|id| hidden.contains(id)))
+                    .count(),
                 None => match *self.unknown_cursor.lock().expect("lock") {
                     Some(status) => {
                         return ResponseTemplate::new(status).set_body_json(json!({
                             "errors": [{"code": "resource_not_found", "message": "not found"}]
                         }))
                     }
-                    None => users.len(),
+                    None => listed.len(),
                 },
             },
             (None, None) => 0,
         };
-        let page: Vec<&Value> = users.iter().skip(start).take(limit).collect();
-        ResponseTemplate::new(200).set_body_json(page)
+        let page: Vec<&Value> = listed.into_iter().skip(start).take(limit).collect();
+        let answer = ResponseTemplate::new(200).set_body_json(page);
+        match *self.delay.lock().expect("lock") {
+            Some(delay) => answer.set_delay(delay),
+            None => answer,
+        }
     }
 }
 

@@ -32,6 +32,8 @@ mod organizations;
 mod organizations_cascade;
 mod profile;
 mod properties;
+mod prune_orgs;
+mod prune_safety;
 mod replicas;
 mod rls;
 mod rls_closed;

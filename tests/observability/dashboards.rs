@@ -443,8 +443,8 @@ fn alert_expressions_use_exported_metrics() {
     let alerts = alert_exprs();
     assert_eq!(
         alerts.len(),
-        7,
-        "expected 7 alert expressions in alerts.yml: {alerts:#?}"
+        8,
+        "expected 8 alert expressions in alerts.yml: {alerts:#?}"
     );
     for (name, expr) in alerts {
         assert!(

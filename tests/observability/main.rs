@@ -6,7 +6,7 @@
 //! `prometheus`, `promtool` and `docker-compose` (Debian: `apt-get install prometheus docker-compose`); a
 //! missing one fails the test with a message saying how to provide it. Nothing is skipped.
 
-mod b2c;
+mod backfill_cli;
 mod common;
 mod daemon;
 mod dashboards;

@@ -2,7 +2,9 @@
 //! does not say that it sends `organizationMembership.deleted` for each), so a membership must not outlive its
 //! organization or user in the table, in row-level security or on the change feed.
 //!
-//! The memberships get no tombstone of their own: the parent's covers them. Every membership upsert is refused
+//! The memberships get no tombstone of their own when Clerk announced the parent's deletion: the parent's covers
+//! them. A prune's deletion is inferred and can be lifted, so there each membership gets a prune tombstone naming
+//! the run and its parent (`cascade_of`), lifted with the parent's. Every membership upsert is refused
 //! while its organization or user is tombstoned (`not_tombstoned!` in the backends' statements), and a
 //! soft-deleted row is never updated, so nothing brings one back or makes a new one. A tombstone per member
 //! would cost a row per member of a large organization, and would outlast the parent's were that ever lifted.
@@ -46,6 +48,8 @@ pub(super) async fn cascade<T: BatchTx>(
             clerk_id,
             deleted_at_ms: parent.deleted_at_ms,
             via: parent.via,
+            prune_run: parent.prune_run,
+            cascade_of: parent.prune_run.map(|_| parent.clerk_id),
         };
         cascaded.push(Cascaded {
             clerk_id: clerk_id.clone(),
@@ -56,6 +60,18 @@ pub(super) async fn cascade<T: BatchTx>(
         } else {
             soft.push(removal);
         }
+    }
+    // A prune's deletion is not final: the memberships it takes get tombstones naming the run and the parent,
+    // so that lifting the parent's (or undoing the run) brings them back. A deletion Clerk announced needs none.
+    let mut pruned: Vec<Removal> = soft
+        .iter()
+        .chain(&hard)
+        .filter(|r| r.prune_run.is_some())
+        .cloned()
+        .collect();
+    pruned.sort_unstable_by(|a, b| a.clerk_id.cmp(b.clerk_id));
+    if !pruned.is_empty() {
+        tx.insert_tombstones(&pruned).await?;
     }
     let hard: Vec<&Removal> = hard.iter().collect();
     soft.extend(hard_delete(tx, Kind::Membership, &hard).await?);

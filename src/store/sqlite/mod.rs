@@ -2,6 +2,7 @@
 
 mod adopt;
 mod read;
+mod tombstones;
 mod write;
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::{BatchTx, FeedRow, NewDelivery, NewMembership, NewOrganization, NewUser, Removal};
+use super::sql::{BatchTx, FeedRow, Lift, NewDelivery, NewMembership, NewOrganization, NewUser, Removal};
 use super::{apply_all, Change, Kind, Lookup, MembersOf, MembershipCursor, MembershipRow, Outcome, Store, StoreError};
 use crate::config::DatabaseSettings;
 
@@ -96,6 +97,14 @@ impl SqliteStore {
     ) -> Result<Vec<Outcome>, sqlx::Error> {
         apply_all(&mut SqliteTx(tx), batch, self.feed).await
     }
+
+    /// Takes back prune run `run` (see `store::sql::lift`): one transaction, on the feed like any write.
+    pub(super) async fn undo_prune(&self, run: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let restored = super::sql::undo_run(&mut SqliteTx(&mut tx), run, self.feed).await?;
+        tx.commit().await?;
+        Ok(restored)
+    }
 }
 
 impl Store for SqliteStore {
@@ -114,11 +123,11 @@ impl Store for SqliteStore {
         };
         let mut conn = self.pool.acquire().await?;
         let row = read::row(&mut conn, kind, clerk_id).await?;
-        let tombstoned = match row {
-            None => !SqliteTx(&mut conn).tombstoned(&[clerk_id]).await?.is_empty(),
-            Some(_) => false,
+        let tomb = match &row {
+            Some(row) if row.deleted_at().is_none() => None,
+            _ => tombstones::tomb(&mut conn, clerk_id).await?,
         };
-        Ok(super::lookup_result(row, || tombstoned))
+        Ok(super::lookup_result(row, tomb))
     }
 
     async fn memberships(
@@ -236,25 +245,23 @@ impl BatchTx for SqliteTx<'_> {
     }
 
     async fn tombstoned(&mut self, clerk_ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT clerk_id FROM clerk_sync_tombstones WHERE clerk_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_ids(clerk_ids.iter().copied()))
-        .fetch_all(&mut *self.0)
-        .await?;
-        Ok(found.into_iter().collect())
+        tombstones::tombstoned(self.0, clerk_ids).await
+    }
+
+    async fn pruned(&mut self, clerk_ids: &[&str]) -> Result<HashMap<String, Option<i64>>, sqlx::Error> {
+        tombstones::pruned(self.0, clerk_ids).await
     }
 
     async fn insert_tombstones(&mut self, rows: &[Removal<'_>]) -> Result<HashSet<String>, sqlx::Error> {
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO clerk_sync_tombstones (clerk_id, deleted_at_ms) \
-             SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j WHERE true \
-             ON CONFLICT (clerk_id) DO NOTHING RETURNING clerk_id",
-        )
-        .bind(json_rows(rows.iter().map(|r| (r.clerk_id, r.deleted_at_ms))))
-        .fetch_all(&mut *self.0)
-        .await?;
-        Ok(inserted.into_iter().collect())
+        tombstones::insert(self.0, rows).await
+    }
+
+    async fn lift_tombstones(&mut self, which: Lift<'_>) -> Result<Vec<String>, sqlx::Error> {
+        tombstones::lift(self.0, which).await
+    }
+
+    async fn restore(&mut self, kind: Kind, clerk_ids: &[&str], forget: bool) -> Result<Vec<String>, sqlx::Error> {
+        tombstones::restore(self.0, kind, clerk_ids, forget).await
     }
 
     async fn live_memberships_of(&mut self, parents: &[&str]) -> Result<Vec<(String, String, String)>, sqlx::Error> {
