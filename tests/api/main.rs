@@ -21,6 +21,7 @@ mod fallback;
 mod fallback_concurrency;
 mod faults;
 mod feed;
+mod feed_capacity;
 mod forward;
 mod hostile;
 mod organizations;
