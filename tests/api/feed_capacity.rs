@@ -290,3 +290,108 @@ both_backends!(a_page_holds_every_change_committed_before_it, |backend| async mo
         after = seqs[0];
     }
 });
+
+/// The raw answer of a stream opened on a socket with a small, fixed receive buffer (no autotuning), so a
+/// client that does not read soon stops the daemon from writing.
+async fn small_window_stream(app: &TestApp) -> TcpStream {
+    let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().expect("address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8 * 1024).expect("SO_RCVBUF");
+    let mut stream = socket.connect(addr).await.expect("cannot connect to the daemon");
+    let request = format!(
+        "GET /v1/changes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {SERVICE_TOKEN}\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+}
+
+/// The event ids of a raw chunked SSE answer (head included).
+fn event_ids(raw: &[u8]) -> Vec<i64> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no answer head") + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut body, mut i) = (Vec::new(), head_end);
+    while let Some(end) = raw[i..].windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[i..i + end]).expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        i += end + 2;
+        if size == 0 || i + size > raw.len() {
+            break;
+        }
+        body.extend_from_slice(&raw[i..i + size]);
+        i += size + 2;
+    }
+    String::from_utf8(body)
+        .expect("UTF-8 events")
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|id| id.parse().expect("a numeric id"))
+        .collect()
+}
+
+// A stream whose client stops reading falls behind the batches the follower keeps for streams (far more
+// changes arrive meanwhile than the socket buffers hold); once the client reads again it gets every change,
+// once, in order: what it missed comes from the database.
+both_backends!(a_stream_that_falls_behind_misses_nothing, |backend| async move {
+    let app = spawn_app_with_clerk(backend, &[]).await;
+    let mut stream = small_window_stream(&app).await;
+    let rows = 100_000;
+    app.db
+        .execute(&format!(
+            "INSERT INTO clerk_sync_changes (kind, clerk_id, op, via) \
+             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows}) \
+             SELECT 'user', 'user_bulk' || n, 'created', 'backfill' FROM g"
+        ))
+        .await;
+    let last = app.db.int("SELECT max(seq) FROM clerk_sync_changes").await;
+    // Until the follower has read them all (a page shows what its horizon passed), the stream is not read.
+    let started = Instant::now();
+    while page_seqs(&app, &format!("?after={}", last - 1)).await != [last] {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the follower did not get through the changes"
+        );
+    }
+    let (mut raw, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+    let tail = format!("id: {last}\n");
+    let started = Instant::now();
+    while !raw[raw.len().saturating_sub(4096)..]
+        .windows(tail.len())
+        .any(|w| w == tail.as_bytes())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stream did not get to seq {last}"
+        );
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("the stream stalled")
+            .expect("read");
+        assert!(n > 0, "the stream ended");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    // Nothing after the last change.
+    if let Ok(n) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut chunk)).await {
+        let n = n.expect("read");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let got = event_ids(&raw);
+    let want: Vec<i64> = app
+        .db
+        .strings("SELECT CAST(seq AS TEXT) AS s FROM clerk_sync_changes ORDER BY seq")
+        .await
+        .into_iter()
+        .map(|s| s.and_then(|s| s.parse().ok()).expect("a seq"))
+        .collect();
+    if let Some(i) = got.iter().zip(&want).position(|(g, w)| g != w) {
+        let around = |v: &[i64]| v[i.saturating_sub(3)..(i + 3).min(v.len())].to_vec();
+        panic!(
+            "the stream differs from the feed at event {i} of {}: {:?}, the feed {:?}",
+            want.len(),
+            around(&got),
+            around(&want)
+        );
+    }
+    assert_eq!(got.len(), want.len(), "events, changes");
+});
