@@ -1,6 +1,6 @@
-//! Issue 7's figures (and 9's and 11's), each as a ratio measured side by side in one run (the machine is shared and noisy).
+//! Issue 7's figures (and 9's, 11's and 16's), each as a ratio measured side by side in one run (the machine is shared and noisy).
 //!
-//! `cargo bench --bench load [-- pg sqlite lookup memory clerk backfill feed]` (all by default). Needs PostgreSQL
+//! `cargo bench --bench load [-- pg sqlite lookup memory clerk backfill feed feed_streams]` (all by default). Needs PostgreSQL
 //! (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`). With `BENCH_WRITE=1` the
 //! figures replace the marked section of `BENCHMARKS.md`.
 
@@ -429,6 +429,9 @@ fn main() {
         }
         if runs("feed") {
             feed::feed(&mut out).await;
+        }
+        if runs("feed_streams") {
+            feed::feed_streams(&mut out).await;
         }
     });
     for line in &out {

@@ -167,6 +167,7 @@ impl Application {
             answer_timeout: settings.webhooks.answer_timeout(),
             counters: crate::http::Counters::new(),
             feed,
+            streams: Arc::new(tokio::sync::Semaphore::new(settings.changes.max_streams)),
         });
         Ok(Application {
             listener,

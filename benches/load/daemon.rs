@@ -58,7 +58,18 @@ fn free_port() -> u16 {
 }
 
 impl Daemon {
+    /// Logging errors only, to the benchmark's stderr.
     pub async fn start(database_url: &str, extra: &[(&str, String)]) -> Daemon {
+        Daemon::launch(database_url, extra, true).await
+    }
+
+    /// Default configuration and default logging (`info`, one line per webhook); the lines are thrown away,
+    /// after the daemon paid for writing them.
+    pub async fn start_as_shipped(database_url: &str) -> Daemon {
+        Daemon::launch(database_url, &[], false).await
+    }
+
+    async fn launch(database_url: &str, extra: &[(&str, String)], errors_only: bool) -> Daemon {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_clerk-sync"));
         command
@@ -69,9 +80,12 @@ impl Daemon {
             .env("CLERK_SYNC_API_TOKENS", TOKEN)
             .env("CLERK_SYNC_LISTEN", format!("127.0.0.1:{port}"))
             .env("CLERK_SYNC_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
+        if errors_only {
+            command.env("RUST_LOG", "error").stderr(Stdio::inherit());
+        } else {
+            command.stderr(Stdio::null());
+        }
         for (k, v) in extra {
             command.env(k, v);
         }

@@ -167,6 +167,7 @@ impl Settings {
             ("server", "max_connections", self.server.max_connections as u64),
             ("changes", "retention_hours", self.changes.retention_hours),
             ("changes", "prune_interval_secs", self.changes.prune_interval_secs),
+            ("changes", "max_streams", self.changes.max_streams as u64),
             ("forward", "timeout_ms", self.forward.timeout_ms),
             ("forward", "max_backoff_secs", self.forward.max_backoff_secs),
         ];

@@ -54,6 +54,8 @@ pub struct ChangesSettings {
     pub prune_interval_secs: u64,
     /// How often followers look for new changes when no notification came (Postgres NOTIFY; SQLite has none).
     pub poll_interval_ms: u64,
+    /// Most Server-Sent Events streams of `GET /v1/changes` open at once; they do not count as connections.
+    pub max_streams: usize,
 }
 
 impl ChangesSettings {

@@ -3,30 +3,26 @@
 //! As JSON, a page: `{"changes": [...], "next": SEQ}` after `after` (default 0), at most `limit` (default 100,
 //! capped at 1000). With `Accept: text/event-stream`, a Server-Sent Events stream of every change after
 //! `Last-Event-ID` (which wins over `after`, as on a browser's reconnect): `id:` the seq, `event:`
-//! `<kind>.<op>`, `data:` the change; a keep-alive comment every 15 s. 410 when the resume point is older than
-//! the retention (`changes.retention_hours`): changes after it were pruned.
+//! `<kind>.<op>`, `data:` the change; a keep-alive comment every 15 s (`change_stream.rs`). At most
+//! `changes.max_streams` streams at once; one more is answered 503 `too_many_streams`. 410 when the resume point
+//! is older than the retention (`changes.retention_hours`): changes after it were pruned.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, Stream};
 use serde_json::json;
 
 use super::auth::ServiceCaller;
 use super::{ApiError, AppState};
-use crate::store::changes::{FeedChange, FeedHead};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-/// SSE: changes read per query.
-const STREAM_PAGE: i64 = 500;
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Longest a page waits for the follower's horizon to reach what was committed before it; past that it shows
+/// what is final by then (a writer holding a seq open for that long holds up the pages after it, not the page).
+const HORIZON_WAIT: Duration = Duration::from_secs(1);
 
 pub async fn changes(
     _: ServiceCaller,
@@ -34,7 +30,7 @@ pub async fn changes(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(feed) = state.feed.clone() else {
+    let Some(feed) = state.feed.as_ref() else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "feed_disabled",
@@ -71,41 +67,30 @@ pub async fn changes(
         Some(Ok(n)) => n.clamp(1, MAX_LIMIT),
         Some(Err(e)) => return e.into_response(),
     };
-    // A fresh horizon for a page (what was committed before this request is in it); a stream follows the
-    // follower's.
-    let head = if stream {
-        state.db.feed_pruned_through().await.map(|pruned_through| FeedHead {
-            last: feed.head(),
-            pruned_through,
-        })
-    } else {
-        state.db.feed_head().await
-    };
-    let head = match head {
-        Ok(head) if after < head.pruned_through => {
-            return ApiError::new(
-                StatusCode::GONE,
-                "changes_pruned",
-                format!(
-                    "changes up to seq {} were pruned (changes.retention_hours); resume after seq {} or later",
-                    head.pruned_through, head.pruned_through
-                ),
-            )
-            .into_response()
-        }
-        Ok(head) => head,
-        Err(e) => {
-            tracing::warn!(error = %e, "changes: database read failed");
-            return ApiError::unavailable(state.retry_after_secs).into_response();
-        }
-    };
     if stream {
-        let events = events(state.clone(), feed.subscribe(), after);
-        return Sse::new(events)
-            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-            .into_response();
+        // Counted first, so a refused stream costs no database read.
+        let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+            return too_many_streams(state.retry_after_secs);
+        };
+        return match latest(&state, after).await {
+            Ok(_) => super::change_stream::response(state.clone(), feed, after, permit),
+            Err(refusal) => refusal,
+        };
     }
-    match state.db.changes_after(after, limit, head.last).await {
+    let latest = match latest(&state, after).await {
+        Ok(latest) => latest,
+        Err(refusal) => return refusal,
+    };
+    // Nothing was committed after `after`. A change committed later may still get a lower seq than `latest`
+    // (Postgres hands out seqs before commit), which is why the page stops at the horizon.
+    if after >= latest {
+        return Json(json!({"changes": [], "next": after})).into_response();
+    }
+    // Everything committed before this request is at or below `latest`: once the follower's horizon reaches it,
+    // the page holds all of it, and nothing a writer still holds. The follower learns the horizon for every
+    // reader at once, so pollers never take the feed lock themselves.
+    let upto = feed.reach(latest, HORIZON_WAIT).await;
+    match state.db.changes_after(after, limit, upto).await {
         Ok(changes) => {
             let next = changes.last().map_or(after, |c| c.seq);
             Json(json!({"changes": changes, "next": next})).into_response()
@@ -117,55 +102,39 @@ pub async fn changes(
     }
 }
 
-/// What the stream holds between two events.
-struct Cursor {
-    state: AppState,
-    head: tokio::sync::watch::Receiver<i64>,
-    after: i64,
-    ready: VecDeque<FeedChange>,
-}
-
-/// Every change after `after`, then each new one as the follower sees it commit. Ends when the daemon shuts
-/// down (the follower, and with it `head`, stops).
-fn events(
-    state: AppState,
-    head: tokio::sync::watch::Receiver<i64>,
-    after: i64,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let cursor = Cursor {
-        state,
-        head,
-        after,
-        ready: VecDeque::new(),
-    };
-    stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(change) = c.ready.pop_front() {
-                c.after = change.seq;
-                return Some((Ok(event(&change)), c));
-            }
-            let upto = *c.head.borrow_and_update();
-            match c.state.db.changes_after(c.after, STREAM_PAGE, upto).await {
-                Ok(page) if !page.is_empty() => c.ready.extend(page),
-                Ok(_) => {
-                    // Caught up: wait for the follower to see a commit. The timeout re-reads now and then in
-                    // case a wake-up was missed; a closed channel means shutdown.
-                    if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), c.head.changed()).await {
-                        return None;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "changes stream: database read failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+/// The highest committed seq, or the answer when the resume point `after` was pruned or the database fails.
+async fn latest(state: &AppState, after: i64) -> Result<i64, Response> {
+    match state.db.feed_latest().await {
+        Ok(head) if after < head.pruned_through => Err(ApiError::new(
+            StatusCode::GONE,
+            "changes_pruned",
+            format!(
+                "changes up to seq {} were pruned (changes.retention_hours); resume after seq {} or later",
+                head.pruned_through, head.pruned_through
+            ),
+        )
+        .into_response()),
+        Ok(head) => Ok(head.last),
+        Err(e) => {
+            tracing::warn!(error = %e, "changes: database read failed");
+            Err(ApiError::unavailable(state.retry_after_secs).into_response())
         }
-    })
+    }
 }
 
-fn event(change: &FeedChange) -> Event {
-    Event::default()
-        .id(change.seq.to_string())
-        .event(format!("{}.{}", change.kind, change.op))
-        .data(serde_json::to_string(change).unwrap_or_default())
+/// 503 with `Retry-After`; the connection closes, so a client told to come back later holds no slot meanwhile.
+fn too_many_streams(retry_after: u64) -> Response {
+    let mut response = ApiError {
+        retry_after: Some(retry_after),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many change streams are open (changes.max_streams); retry later, or page with JSON",
+        )
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

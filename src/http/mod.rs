@@ -1,6 +1,7 @@
 //! The main listener: webhooks, the `/v1` API and health checks.
 
 mod auth;
+mod change_stream;
 mod changes;
 mod error;
 mod health;
@@ -68,6 +69,8 @@ pub struct Shared {
     pub counters: Counters,
     /// The change feed as this replica follows it; `None` with `changes.enabled = false`.
     pub feed: Option<crate::feed::FeedHandle>,
+    /// One permit per open change stream (`changes.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -6,8 +6,14 @@
 //!   so also a keep-alive connection idle for that long);
 //! - body: the request body is wrapped in [`Deadline`], which fails once reading it takes longer than the body
 //!   timeout; the request is then answered 408 and its connection closed;
-//! - connections: a semaphore caps live connections; while every permit is taken nothing is accepted, so
-//!   further connections wait in the kernel's accept backlog.
+//! - connections: a semaphore caps live connections; while every permit is taken one more connection is
+//!   accepted but not served, and further ones wait in the kernel's accept backlog. A slot is taken before the
+//!   request is known, so a webhook or a health check could wait behind connections that do nothing for anyone:
+//!   when a connection is waiting for a slot, idle keep-alive connections are closed and the others close after
+//!   their current request, instead of keeping their slot until the header timeout;
+//! - long-lived answers: a response marked [`LongLived`] (a change stream, with a budget of its own) gives its
+//!   connection's permit back and closes the connection when it ends, so open streams never hold the slots
+//!   that webhooks need.
 //!
 //! On shutdown it stops accepting, lets each connection finish its in-flight request, then waits for them.
 
@@ -29,7 +35,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -54,6 +60,23 @@ impl From<&ServerSettings> for Limits {
     }
 }
 
+/// Marks a response that outlives its request (a Server-Sent Events stream): its connection stops counting
+/// against `server.max_connections` and closes when the response ends, so it serves no further request outside
+/// the cap. Whoever marks a response bounds such responses another way.
+#[derive(Clone, Copy, Debug)]
+pub struct LongLived;
+
+/// A connection's permit, until the connection ends or its response turns out [`LongLived`].
+struct Slot(std::sync::Mutex<Option<OwnedSemaphorePermit>>);
+
+impl Slot {
+    fn release(&self) {
+        if let Ok(mut permit) = self.0.lock() {
+            permit.take();
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves and every connection has finished.
 pub async fn serve(
     listener: TcpListener,
@@ -62,7 +85,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Bumped to make every connection close once idle: when a slot is needed, and at shutdown.
+    let (wind_down, _) = watch::channel(0u64);
     let mut connections = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -71,12 +95,10 @@ pub async fn serve(
     loop {
         // Finished connections are reaped here, so the set holds only live ones.
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        let free = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => None,
+            Err(TryAcquireError::Closed) => break,
         };
         let stream = tokio::select! {
             () = &mut shutdown => break,
@@ -88,25 +110,42 @@ pub async fn serve(
                 }
             },
         };
+        // With every slot taken, this one connection waits here unserved (the others in the backlog), and the
+        // connections holding a slot wind down: idle keep-alive ones close now, the others after their request.
+        let permit = match free {
+            Some(permit) => permit,
+            None => {
+                wind_down.send_modify(|n| *n = n.wrapping_add(1));
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         // Small answers go out at once instead of waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let body_timeout = limits.body_read_timeout;
-        let service = hyper::service::service_fn(move |req| handle(router.clone(), req, body_timeout));
+        // The service lives as long as the connection, and with it the permit (unless released earlier).
+        let slot = Arc::new(Slot(std::sync::Mutex::new(Some(permit))));
+        let service = hyper::service::service_fn(move |req| handle(router.clone(), req, body_timeout, slot.clone()));
         let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut stop = stop_rx.clone();
+        let mut close = wind_down.subscribe();
         connections.spawn(async move {
-            let _permit = permit;
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 done = conn.as_mut() => return log_connection_end(done),
-                _ = stop.wait_for(|stopping| *stopping) => conn.as_mut().graceful_shutdown(),
+                // Idle: closes now; busy: after the response in flight (a stream runs to its end).
+                _ = close.changed() => conn.as_mut().graceful_shutdown(),
             }
             log_connection_end(conn.await);
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    wind_down.send_modify(|n| *n = n.wrapping_add(1));
     while connections.join_next().await.is_some() {}
     Ok(())
 }
@@ -130,7 +169,12 @@ async fn accept_error(e: io::Error) {
 }
 
 /// One request through the router, its body bounded by `body_timeout`.
-async fn handle(router: Router, req: hyper::Request<Incoming>, body_timeout: Duration) -> Result<Response, Infallible> {
+async fn handle(
+    router: Router,
+    req: hyper::Request<Incoming>,
+    body_timeout: Duration,
+    slot: Arc<Slot>,
+) -> Result<Response, Infallible> {
     let expired = Arc::new(AtomicBool::new(false));
     let req: Request = req.map(|inner| {
         Body::new(Deadline {
@@ -140,7 +184,13 @@ async fn handle(router: Router, req: hyper::Request<Incoming>, body_timeout: Dur
             expired: expired.clone(),
         })
     });
-    let response = router.oneshot(req).await?;
+    let mut response = router.oneshot(req).await?;
+    if response.extensions().get::<LongLived>().is_some() {
+        slot.release();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if !expired.load(Ordering::Relaxed) {
         return Ok(response);
     }

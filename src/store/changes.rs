@@ -78,7 +78,7 @@ impl Db {
     /// SQLite has one writer, whose uncommitted rows no reader sees and whose seqs come after every committed
     /// one.
     pub async fn feed_head(&self) -> Result<FeedHead, StoreError> {
-        let (last, pruned_through): (i64, i64) = match self {
+        match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
                 let (a, b) = super::postgres::FEED_LOCK;
@@ -87,10 +87,20 @@ impl Db {
                     .bind(b)
                     .execute(&mut *tx)
                     .await?;
-                let head = sqlx::query_as(HEAD_POSTGRES).fetch_one(&mut *tx).await?;
+                let (last, pruned_through) = sqlx::query_as(HEAD_POSTGRES).fetch_one(&mut *tx).await?;
                 tx.commit().await?;
-                head
+                Ok(FeedHead { last, pruned_through })
             }
+            Db::Sqlite(_) => self.feed_latest().await,
+        }
+    }
+
+    /// Like [`Db::feed_head`] without the lock: `last` is the highest committed seq, so every change committed
+    /// before the call is at or below it. On Postgres a lower seq may still be in flight, so it is no horizon:
+    /// only how far a reader has to wait for the horizon to reach. (On SQLite it is the horizon.)
+    pub async fn feed_latest(&self) -> Result<FeedHead, StoreError> {
+        let (last, pruned_through): (i64, i64) = match self {
+            Db::Postgres(s) => sqlx::query_as(HEAD_POSTGRES).fetch_one(s.pool()).await?,
             Db::Sqlite(s) => sqlx::query_as(HEAD_SQLITE).fetch_one(s.pool()).await?,
         };
         Ok(FeedHead { last, pruned_through })

@@ -553,6 +553,13 @@ impl TestApp {
             content_type.starts_with("text/event-stream"),
             "content-type of the stream: {content_type:?}"
         );
+        SseStream::from_response(response)
+    }
+}
+
+impl SseStream {
+    /// Reads the events of a response already checked to be a stream.
+    pub fn from_response(response: reqwest::Response) -> SseStream {
         SseStream {
             response,
             buffer: String::new(),

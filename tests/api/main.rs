@@ -25,6 +25,7 @@ mod fallback;
 mod fallback_concurrency;
 mod faults;
 mod feed;
+mod feed_capacity;
 mod forward;
 mod forward_safety;
 mod hostile;

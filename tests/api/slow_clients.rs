@@ -105,6 +105,17 @@ async fn ordinary_requests_still_work_and_shutdown_is_graceful() {
     );
 }
 
+/// Connects and sends a webhook's head and the start of its body: a request in flight, its body on its way.
+async fn busy(app: &TestApp) -> TcpStream {
+    let mut stream = connect(app).await;
+    let head = "POST /webhooks/clerk HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream
+}
+
+/// Connections with a request in flight keep their slots: one more waits until one of them closes. (Idle ones
+/// make room instead: `feed_capacity.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait() {
     let app = spawn_app_with(
@@ -112,18 +123,22 @@ async fn connections_beyond_the_cap_wait() {
         &[
             ("CLERK_SYNC_SERVER__MAX_CONNECTIONS", "2"),
             ("CLERK_SYNC_SERVER__HEADER_READ_TIMEOUT_MS", "30000"),
+            ("CLERK_SYNC_SERVER__BODY_READ_TIMEOUT_MS", "30000"),
         ],
     )
     .await;
-    let first = connect(&app).await;
-    let _second = connect(&app).await;
+    let first = busy(&app).await;
+    let _second = busy(&app).await;
+    // Ordering, not speed: the daemon has read both heads before the third connection asks for a slot (a
+    // connection that sent nothing yet would be closed to make room).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
     let url = format!("{}/livez", app.address);
     let waiting = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !waiting.is_finished(),
-        "a third connection was served while two were open"
+        "a third connection was served while two requests were in flight"
     );
     drop(first);
     let status = tokio::time::timeout(Duration::from_secs(3), waiting)
