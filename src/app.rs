@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::actors::{Actors, UserArgs};
 use crate::cache::UserCache;
+use crate::clerk::pin::{InstancePin, PinError};
 use crate::clerk::{ClerkClient, JwtVerifier};
 use crate::config::Settings;
 use crate::http::{router, AppState, Shared};
@@ -37,6 +38,9 @@ pub enum StartError {
     Secret(String),
     #[error("clerk: {0}")]
     Clerk(String),
+    /// CLERK_SECRET_KEY belongs to another Clerk instance than the one the database mirrors.
+    #[error("clerk.secret_key (CLERK_SECRET_KEY): {0}")]
+    Pin(String),
     #[error("actor system: {0}")]
     Actors(String),
     #[error("server: {0}")]
@@ -48,7 +52,7 @@ impl StartError {
     /// database, 70 (EX_SOFTWARE) otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Bind { .. } | StartError::Secret(_) | StartError::Adopt(_) => 78,
+            StartError::Bind { .. } | StartError::Secret(_) | StartError::Adopt(_) | StartError::Pin(_) => 78,
             StartError::Database(_) => 69,
             _ => 70,
         }
@@ -115,7 +119,10 @@ impl Application {
         })?;
 
         let clerk = ClerkClient::new(&settings.clerk).map_err(|e| StartError::Clerk(e.to_string()))?;
-        if !settings.clerk.secret_key.is_set() {
+        let pin = InstancePin::load(db.clone()).await.map_err(StartError::Database)?;
+        if settings.clerk.secret_key.is_set() {
+            check_pin(&pin, &clerk).await?;
+        } else {
             tracing::warn!("CLERK_SECRET_KEY is not set: users missing from the database cannot be fetched from Clerk");
         }
         let jwt = JwtVerifier::new(&settings.clerk, clerk.clone()).map_err(|e| StartError::Clerk(e.to_string()))?;
@@ -168,6 +175,7 @@ impl Application {
             counters: crate::http::Counters::new(),
             feed,
             streams: Arc::new(tokio::sync::Semaphore::new(settings.changes.max_streams)),
+            pin,
         });
         Ok(Application {
             listener,
@@ -245,6 +253,7 @@ impl Application {
                     cache: Some(state.cache.clone()),
                     store_payload: settings.sync.store_payload,
                     brake: crate::backfill::Brake::from(&settings.prune),
+                    pin: state.pin.clone(),
                 };
                 Some(tokio::spawn(crate::backfill::reconcile::every(
                     backfill,
@@ -258,7 +267,12 @@ impl Application {
             }
             _ => None,
         };
-        let upkeep = tokio::spawn(upkeep(metrics.clone(), state.cache.clone(), db.clone()));
+        let upkeep = tokio::spawn(upkeep(
+            metrics.clone(),
+            state.cache.clone(),
+            db.clone(),
+            state.pin.clone(),
+        ));
         let metrics_server = tokio::spawn(async move {
             let router = axum::Router::new().route(
                 "/metrics",
@@ -331,15 +345,39 @@ impl Application {
 }
 
 /// Keeps the exporter's histograms bounded and the gauges that are sampled rather than pushed current.
-async fn upkeep(handle: PrometheusHandle, cache: UserCache, db: Arc<Db>) {
+async fn upkeep(handle: PrometheusHandle, cache: UserCache, db: Arc<Db>, pin: Arc<InstancePin>) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
         handle.run_upkeep();
         cache.report().await;
+        // `clerk-sync pin --replace` (or another replica's first contact) changes the pin under a running daemon.
+        if let Err(e) = pin.refresh().await {
+            tracing::debug!(error = %e, "could not read the pinned Clerk instance");
+        }
         let ready = tokio::time::timeout(Duration::from_secs(4), db.check_ready()).await;
         let ready = matches!(ready, Ok(Ok(())));
         metrics::gauge!(crate::telemetry::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+    }
+}
+
+/// A serve whose key belongs to another instance than the database mirrors does not start. When Clerk cannot be
+/// asked now, the reconcile (and any backfill) asks before it writes; webhooks are checked by their own
+/// `instance_id`, and the fallback needs no check (ids are unique across instances).
+async fn check_pin(pin: &InstancePin, clerk: &ClerkClient) -> Result<(), StartError> {
+    match tokio::time::timeout(Duration::from_secs(10), pin.check_key(clerk)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ (PinError::OtherInstance { .. } | PinError::OtherEnvironment { .. }))) => {
+            Err(StartError::Pin(e.to_string()))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check which Clerk instance CLERK_SECRET_KEY belongs to now; a reconcile checks before it writes");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("Clerk did not say within 10 s which instance CLERK_SECRET_KEY belongs to; a reconcile checks before it writes");
+            Ok(())
+        }
     }
 }
 

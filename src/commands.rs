@@ -233,6 +233,10 @@ pub async fn backfill(settings: Settings, options: crate::backfill::Options) -> 
             }
         }
         Err(BackfillError::PruneRefused(why)) => fail(&format!("backfill: {why}"), 1),
+        Err(BackfillError::Pin(why)) => fail(
+            &format!("backfill: clerk.secret_key (CLERK_SECRET_KEY): {why}"),
+            EX_CONFIG,
+        ),
         Err(BackfillError::NotEnabled(why)) => fail(&format!("backfill: {why}"), 1),
         Err(e) => fail(
             &format!("backfill stopped: {e}; run it again to continue where it stopped (--restart starts over)"),
@@ -298,4 +302,84 @@ pub async fn undo_prune(settings: Settings, run: Option<String>) -> i32 {
     };
     db.close().await;
     code
+}
+
+/// `clerk-sync pin [--replace]`: the pinned instance and the key's; `--replace` re-pins to the key's.
+pub async fn pin(settings: Settings, replace: bool) -> i32 {
+    let mut db = match Db::connect(&settings.database).await {
+        Ok(db) => db,
+        Err(e) => return fail(&format!("database.url (DATABASE_URL): {e}"), EX_UNAVAILABLE),
+    };
+    db.set_feed(settings.changes.enabled);
+    let code = pin_with(&settings, &db, replace).await;
+    db.close().await;
+    code
+}
+
+async fn pin_with(settings: &Settings, db: &Db, replace: bool) -> i32 {
+    if let Err(e) = db.migrate(settings.supabase.rls).await {
+        return fail(&format!("migrations failed: {e}"), 70);
+    }
+    let pinned = match db.pinned_instance().await {
+        Ok(pinned) => pinned,
+        Err(e) => return fail(&format!("cannot read the pinned instance: {e}"), 70),
+    };
+    match &pinned {
+        Some(p) => println!(
+            "pinned: {} ({}), by {} at {}",
+            p.instance_id,
+            p.environment.as_deref().unwrap_or("environment not known yet"),
+            p.pinned_by,
+            p.pinned_at
+        ),
+        None => println!("pinned: nothing yet (the first key check or webhook pins its instance)"),
+    }
+    if !settings.clerk.secret_key.is_set() {
+        println!("key: CLERK_SECRET_KEY is not set");
+        return if replace {
+            fail("pin --replace pins the instance of CLERK_SECRET_KEY: set it", EX_CONFIG)
+        } else {
+            0
+        };
+    }
+    let clerk = match crate::clerk::ClerkClient::new(&settings.clerk) {
+        Ok(clerk) => clerk,
+        Err(e) => return fail(&format!("clerk: {e}"), 70),
+    };
+    let instance = match clerk.instance().await {
+        Ok(instance) => instance,
+        Err(e) => {
+            return fail(
+                &format!("cannot ask Clerk which instance CLERK_SECRET_KEY belongs to: {e}"),
+                EX_UNAVAILABLE,
+            )
+        }
+    };
+    println!("key: {} ({})", instance.id, instance.environment_type);
+    let same = pinned.as_ref().is_some_and(|p| p.instance_id == instance.id);
+    if !replace {
+        if !same && pinned.is_some() {
+            println!(
+                "the key belongs to another instance: serve, backfill and reconcile refuse it; to mirror {} from now on: \
+                 clerk-sync pin --replace",
+                instance.id
+            );
+            return 1;
+        }
+        return 0;
+    }
+    match db.replace_pin(&instance.id, Some(&instance.environment_type)).await {
+        Ok(previous) => {
+            match previous.filter(|p| p.instance_id != instance.id) {
+                Some(p) => println!(
+                    "re-pinned from {} to {}: run `clerk-sync backfill` to bring this instance's records in; those of {} \
+                     stay until `backfill --prune` removes them (under its brake)",
+                    p.instance_id, instance.id, p.instance_id
+                ),
+                None => println!("pinned to {}", instance.id),
+            }
+            0
+        }
+        Err(e) => fail(&format!("cannot re-pin: {e}"), 70),
+    }
 }

@@ -45,6 +45,13 @@ enum Command {
         #[arg(long, value_name = "N", requires = "prune")]
         max_prune: Option<u64>,
     },
+    /// Show the Clerk instance this database mirrors and the one CLERK_SECRET_KEY belongs to; with --replace,
+    /// re-pin the database to the key's instance.
+    Pin {
+        /// Mirror the key's instance from now on (records of the other instance stay until a prune removes them).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Take back a prune run (`backfill --prune` or `reconcile.prune`): lift exactly the tombstones it made. Without
     /// RUN, list the runs whose tombstones stand.
     UndoPrune {
@@ -123,6 +130,7 @@ async fn run(command: Command, settings: Settings) -> i32 {
             commands::backfill(settings, options).await
         }
         Command::UndoPrune { run } => commands::undo_prune(settings, run).await,
+        Command::Pin { replace } => commands::pin(settings, replace).await,
         Command::SendTestEvent {
             event_type,
             user_id,

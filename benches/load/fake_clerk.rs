@@ -48,6 +48,7 @@ impl FakeClerk {
         let app = Router::new()
             .route("/v1/users", get(list))
             .route("/v1/users/count", get(count))
+            .route("/v1/instance", get(instance))
             .route("/v1/organizations", get(organizations_off))
             .route("/v1/organizations/{*rest}", get(organizations_off))
             .with_state(fake.clone());
@@ -77,6 +78,12 @@ impl FakeClerk {
 
 async fn count(State(fake): State<Arc<FakeClerk>>) -> Response {
     axum::Json(serde_json::json!({"object": "total_count", "total_count": fake.users})).into_response()
+}
+
+async fn instance(State(fake): State<Arc<FakeClerk>>) -> Response {
+    fake.requests.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({"object": "instance", "id": "ins_bench", "environment_type": "production"});
+    axum::Json(body).into_response()
 }
 
 async fn organizations_off(State(fake): State<Arc<FakeClerk>>) -> Response {

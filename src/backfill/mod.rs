@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::UserCache;
+use crate::clerk::pin::{InstancePin, PinError};
 use crate::clerk::{ClerkClient, ClerkError};
 use crate::config::Settings;
 use crate::store::{Db, Kind, StoreError};
@@ -205,6 +206,9 @@ pub enum BackfillError {
     /// `--prune` held back by its rails: nothing of that kind was tombstoned.
     #[error("{0}")]
     PruneRefused(String),
+    /// The key belongs to another Clerk instance than the one the database mirrors (or Clerk cannot say which).
+    #[error("{0}")]
+    Pin(#[from] PinError),
     /// A walk named with `--only` that the Clerk instance does not offer.
     #[error("{0}")]
     NotEnabled(String),
@@ -229,6 +233,8 @@ pub struct Backfill {
     pub store_payload: bool,
     /// How much one prune run may tombstone (`[prune]`).
     pub brake: Brake,
+    /// The Clerk instance the database mirrors: a key of another writes nothing.
+    pub pin: Arc<InstancePin>,
 }
 
 impl Backfill {
@@ -244,8 +250,11 @@ impl Backfill {
         db.set_feed(settings.changes.enabled);
         db.migrate(settings.supabase.rls).await?;
         let clerk = ClerkClient::new(&settings.clerk).map_err(|e| BackfillError::Setup(e.to_string()))?;
+        let db = Arc::new(db);
+        let pin = InstancePin::load(db.clone()).await?;
         Ok(Backfill {
-            db: Arc::new(db),
+            db,
+            pin,
             clerk,
             cache: None,
             store_payload: settings.sync.store_payload,

@@ -12,6 +12,8 @@ impl Backfill {
     /// Takes the walks `options.only` asks for: users, then organizations, then their memberships.
     pub async fn run(&self, options: Options, progress: &mut dyn Progress) -> Result<Summary, BackfillError> {
         let started = Instant::now();
+        // Before anything is read or written: the key must be the pinned instance's.
+        self.pin.check_key(&self.clerk).await?;
         let mut summary = Summary {
             prune_run: (options.prune && !options.dry_run).then(super::new_run_id),
             ..Summary::default()

@@ -50,6 +50,14 @@ impl ClerkError {
     }
 }
 
+/// The instance a secret key belongs to (`GET /v1/instance`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct ClerkInstance {
+    pub id: String,
+    /// `development`, `production`, or another environment Clerk may add.
+    pub environment_type: String,
+}
+
 /// A Clerk Backend API client. Cheap to share behind an `Arc`.
 pub struct ClerkClient {
     http: reqwest::Client,
@@ -100,6 +108,24 @@ impl ClerkClient {
         let path = format!("/v1/organizations/{id}?include_members_count=true");
         let value = self.get_json("get_organization", &path).await?;
         ClerkOrganization::from_value(value).map_err(|e| ClerkError::Malformed(e.to_string()))
+    }
+
+    /// `GET /v1/instance`: which Clerk instance the secret key belongs to.
+    pub async fn instance(&self) -> Result<ClerkInstance, ClerkError> {
+        self.get_json("instance", "/v1/instance").await
+    }
+
+    /// The environment the secret key's prefix names (`sk_test_`: development, `sk_live_`: production), when it
+    /// names one: known without asking Clerk.
+    pub fn key_environment(&self) -> Option<&'static str> {
+        let key = self.secret_key.expose();
+        if key.starts_with("sk_test_") {
+            Some("development")
+        } else if key.starts_with("sk_live_") {
+            Some("production")
+        } else {
+            None
+        }
     }
 
     /// `GET /v1/jwks`: the keys session tokens are signed with.

@@ -4,10 +4,11 @@ mod client;
 mod jwt;
 mod list;
 mod organization;
+pub mod pin;
 mod timestamp;
 mod user;
 
-pub use client::{ClerkClient, ClerkError};
+pub use client::{ClerkClient, ClerkError, ClerkInstance};
 pub use jwt::{AuthError, JwtVerifier, SessionClaims};
 pub use list::{Cursor, BY_ID, PAGE_SIZE};
 pub use organization::{ClerkMembership, ClerkOrganization, PublicUserData};

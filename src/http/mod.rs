@@ -71,6 +71,8 @@ pub struct Shared {
     pub feed: Option<crate::feed::FeedHandle>,
     /// One permit per open change stream (`changes.max_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The Clerk instance the database mirrors: webhooks of another are not applied.
+    pub pin: Arc<crate::clerk::pin::InstancePin>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{ApiError, AppState};
 use crate::store::writer::WriteError;
-use crate::store::Outcome;
+use crate::store::{Outcome, RecordOnly};
 use crate::telemetry::metrics::{self, event_type_label, outcome};
 use crate::webhook::{EventKind, VerifiedEvent};
 
@@ -66,6 +66,16 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
     if let Some(clerk_id) = event.clerk_id() {
         tracing::Span::current().record("clerk_id", clerk_id);
     }
+    if let Some(instance) = event.instance_id() {
+        let admitted = state.pin.admits_webhook(instance).await.map_err(|e| {
+            tracing::warn!(event_type, error = %e, "cannot read the pinned Clerk instance; answering 503");
+            count(&event_type, outcome::FAILED);
+            ApiError::unavailable(state.retry_after_secs)
+        })?;
+        if !admitted {
+            return other_instance(&state, event).await;
+        }
+    }
     let outcome = bounded(&state, apply(&state, event)).await.map_err(|e| {
         tracing::warn!(event_type, error = %e, "webhook not applied");
         count(&event_type, outcome::FAILED);
@@ -96,6 +106,28 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
         other => other.delivery_outcome(),
     };
     Ok(Json(json!({"outcome": body})))
+}
+
+/// A webhook of another Clerk instance than the database mirrors: recorded (so its retries are duplicates), counted,
+/// answered 200 so Svix stops retrying it, never applied. If the pin is the wrong one, `clerk-sync pin --replace`
+/// and a backfill bring what these webhooks carried.
+async fn other_instance(state: &AppState, event: VerifiedEvent) -> Result<Json<Value>, ApiError> {
+    let event_type = event.event_type().to_owned();
+    let pinned = state.pin.pinned().map(|p| p.instance_id).unwrap_or_default();
+    tracing::warn!(
+        event_type,
+        instance_id = event.instance_id().unwrap_or_default(),
+        pinned = pinned.as_str(),
+        "webhook of another Clerk instance than this database mirrors: not applied (check which endpoint's signing \
+         secret CLERK_WEBHOOK_SIGNING_SECRET holds; `clerk-sync pin` shows the pinned instance)"
+    );
+    let recorded = bounded(state, state.writer.submit(event.into_record(RecordOnly::WrongInstance))).await;
+    if let Err(e) = recorded {
+        count(&event_type, outcome::FAILED);
+        return Err(ApiError::from_write(e, state.retry_after_secs));
+    }
+    count(&event_type, outcome::WRONG_INSTANCE);
+    Ok(Json(json!({"outcome": "wrong_instance"})))
 }
 
 /// Svix counts an answer slower than 15 s as a failure: past `webhooks.answer_timeout_ms` the delivery is

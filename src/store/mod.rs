@@ -8,6 +8,7 @@
 pub mod backfill;
 pub mod changes;
 mod error;
+pub mod instance;
 mod postgres;
 pub mod prune;
 mod rows;

@@ -366,6 +366,10 @@ fn provisional(change: &Change) -> &'static str {
             outcome: RecordOnly::InvalidPayload,
             ..
         } => "invalid_payload",
+        Change::Record {
+            outcome: RecordOnly::WrongInstance,
+            ..
+        } => "wrong_instance",
         _ => "applied",
     }
 }

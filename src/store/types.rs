@@ -182,6 +182,8 @@ pub struct Delivery {
 pub enum RecordOnly {
     Ignored,
     InvalidPayload,
+    /// Sent by another Clerk instance than the one the database mirrors (see `clerk::pin`).
+    WrongInstance,
 }
 
 /// One unit of work for the writer.
@@ -269,6 +271,7 @@ impl Outcome {
             Outcome::Tombstoned => "tombstoned",
             Outcome::Recorded(RecordOnly::Ignored) => "ignored",
             Outcome::Recorded(RecordOnly::InvalidPayload) => "invalid_payload",
+            Outcome::Recorded(RecordOnly::WrongInstance) => "wrong_instance",
             Outcome::Duplicate(prior) => prior,
         }
     }

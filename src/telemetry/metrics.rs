@@ -61,6 +61,8 @@ pub mod outcome {
     pub const INVALID_SIGNATURE: &str = "invalid_signature";
     pub const INVALID_PAYLOAD: &str = "invalid_payload";
     pub const FAILED: &str = "failed";
+    /// Sent by another Clerk instance than the one the database mirrors: recorded, not applied.
+    pub const WRONG_INSTANCE: &str = "wrong_instance";
 }
 
 /// Label values of `clerk_sync_fallback_requests_total{result}`.
@@ -152,7 +154,15 @@ fn zero_series() {
     }
     use outcome::*;
     for event_type in SYNCED_EVENT_TYPES.iter().copied().chain(["other"]) {
-        for outcome in [APPLIED, DUPLICATE, STALE, IGNORED, INVALID_PAYLOAD, FAILED] {
+        for outcome in [
+            APPLIED,
+            DUPLICATE,
+            STALE,
+            IGNORED,
+            INVALID_PAYLOAD,
+            FAILED,
+            WRONG_INSTANCE,
+        ] {
             counter!(WEBHOOK_EVENTS, "event_type" => event_type, "outcome" => outcome).increment(0);
         }
     }

@@ -16,6 +16,8 @@ pub struct VerifiedEvent {
     event_type: String,
     /// When Clerk says the event happened (envelope `timestamp`, else the svix timestamp), ms since the epoch.
     timestamp_ms: i64,
+    /// The Clerk instance that sent it (envelope `instance_id`), when the envelope names one.
+    instance_id: Option<String>,
     kind: EventKind,
 }
 
@@ -75,6 +77,7 @@ struct Envelope {
     data: serde_json::Map<String, serde_json::Value>,
     /// Milliseconds per Clerk's docs; some examples show seconds.
     timestamp: Option<i64>,
+    instance_id: Option<String>,
 }
 
 /// Clerk's `DeletedObject` requires only `object` and `deleted`.
@@ -197,6 +200,7 @@ impl VerifiedBody {
             // Only the lag metric reads it for upserts and other types: an absurd envelope timestamp there falls
             // back to the verified svix timestamp instead of refusing an otherwise good event.
             timestamp_ms: envelope_ms.filter(|ms| is_sane_event_ms(*ms)).unwrap_or(svix_ms),
+            instance_id: envelope.instance_id.map(strip_nul).filter(|id| !id.is_empty()),
             kind,
         })
     }
@@ -217,6 +221,23 @@ impl VerifiedEvent {
 
     pub fn kind(&self) -> &EventKind {
         &self.kind
+    }
+
+    /// The Clerk instance that sent the event, when its envelope names one.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+
+    /// The event only recorded, as `outcome`, changing no record (a webhook of another instance).
+    pub fn into_record(self, outcome: RecordOnly) -> Change {
+        Change::Record {
+            delivery: Delivery {
+                clerk_id: self.clerk_id().map(str::to_owned),
+                svix_id: self.svix_id,
+                event_type: self.event_type,
+            },
+            outcome,
+        }
     }
 
     /// The record this event is about, if any; it picks the actor.

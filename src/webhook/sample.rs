@@ -267,10 +267,10 @@ pub fn event(kind: SampleType, id: &str) -> Value {
         Record::Organization => organization(&id, &user_id(), now),
         Record::Membership => membership(&id, &fresh_id("org_"), &user_id(), now),
     };
+    // No `instance_id`: a sample naming an instance it made up would pin a fresh database to it (see `clerk::pin`).
     json!({
         "data": data,
         "event_attributes": {"http_request": {"client_ip": "127.0.0.1", "user_agent": "clerk-sync send-test-event"}},
-        "instance_id": "ins_2g7np7Hrk0SN6kj5EDMLDaKNL0S",
         "object": "event",
         "timestamp": now,
         "type": kind.as_str()

@@ -212,6 +212,9 @@ fn organization_and_membership_samples_match_the_fixtures() {
         let fixture: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (mut want, mut got) = (BTreeSet::new(), BTreeSet::new());
         shape(&fixture, "", &mut want);
+        // Left out on purpose: a sample naming an instance it made up would pin a fresh database to it, and every
+        // real webhook after it would be refused as another instance's.
+        want.retain(|field| !field.starts_with(".instance_id"));
         shape(&event(kind, &id_for(kind)), "", &mut got);
         assert_eq!(
             got.symmetric_difference(&want).collect::<Vec<_>>(),

@@ -163,7 +163,7 @@ pub fn envelope(event_type: &str, data: Value, timestamp: i64) -> String {
         "object": "event",
         "type": event_type,
         "timestamp": timestamp,
-        "instance_id": "ins_2TVSvGyJmr9BVgqmuPrXpQ5qK8a",
+        "instance_id": INSTANCE,
         "event_attributes": {"http_request": {"client_ip": "", "user_agent": ""}}
     })
     .to_string()
@@ -179,6 +179,22 @@ pub fn deleted(clerk_id: &str, timestamp: i64) -> String {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The fake Clerk Backend API (wiremock) and Clerk session tokens.
+
+/// The Clerk instance of the tests: webhook envelopes name it, and the fake Clerk's `GET /v1/instance` answers it.
+pub const INSTANCE: &str = "ins_2TVSvGyJmr9BVgqmuPrXpQ5qK8a";
+
+/// `GET /v1/instance` answers `id` in `environment`.
+pub fn instance_mock(id: &str, environment: &str) -> wiremock::Mock {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("GET"))
+        .and(path("/v1/instance"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "object": "instance",
+            "id": id,
+            "environment_type": environment,
+            "allowed_origins": null
+        })))
+}
 
 /// The `CLERK_SECRET_KEY` the daemon is given in tests; the fake Clerk answers only requests carrying it.
 pub const CLERK_SECRET_KEY: &str = "sk_test_clerksyncfakeclerk0000000000000000";

@@ -98,9 +98,13 @@ pub const OTHER_SERVICE_TOKEN: &str = "tok_b";
 
 /// Spawns the daemon with a fake Clerk (a fresh `MockServer`, kept in `TestApp::clerk`): `CLERK_API_URL`,
 /// `CLERK_SECRET_KEY` and `CLERK_SYNC_API_TOKENS=tok_a,tok_b` are set; `extra_env` comes after (an empty value
-/// unsets). No mock is mounted: each test mounts what Clerk should answer.
+/// unsets). Only `GET /v1/instance` is mounted (the tests' instance, which the daemon checks its key against at
+/// start-up); each test mounts what else Clerk should answer.
 pub async fn spawn_app_with_clerk(backend: Backend, extra_env: &[(&str, &str)]) -> TestApp {
     let server = MockServer::start().await;
+    crate::clerk::instance_mock(crate::clerk::INSTANCE, "development")
+        .mount(&server)
+        .await;
     let uri = server.uri();
     let tokens = format!("{SERVICE_TOKEN},{OTHER_SERVICE_TOKEN}");
     let mut env: Vec<(&str, &str)> = vec![
@@ -328,14 +332,15 @@ impl TestApp {
         self.clerk.as_ref().expect("spawn the app with spawn_app_with_clerk")
     }
 
-    /// How many requests the fake Clerk received whose path starts with `prefix` (e.g. `/v1/users/`).
+    /// How many requests the fake Clerk received whose path starts with `prefix` (e.g. `/v1/users/`), leaving out
+    /// the key check (`GET /v1/instance`) made at start-up and before a backfill.
     pub async fn clerk_requests(&self, prefix: &str) -> usize {
         self.clerk()
             .received_requests()
             .await
             .expect("wiremock request recording is disabled")
             .iter()
-            .filter(|r| r.url.path().starts_with(prefix))
+            .filter(|r| r.url.path().starts_with(prefix) && r.url.path() != "/v1/instance")
             .count()
     }
 

@@ -31,6 +31,7 @@ mod forward_safety;
 mod hostile;
 mod organizations;
 mod organizations_cascade;
+mod pin;
 mod profile;
 mod properties;
 mod prune_orgs;

@@ -14,6 +14,9 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use crate::common::{clerk_user, now_ms, user_id};
 use crate::daemon::{Daemon, PgDatabase};
 
+/// The Clerk instance of these tests' fake.
+const INSTANCE: &str = "ins_2TVSvGyJmr9BVgqmuPrXpQ5qK8a";
+
 /// Clerk's user list: pages as Clerk answers them (one page here), and the `user_id` filter honoured.
 struct Users(Vec<serde_json::Value>);
 
@@ -45,8 +48,20 @@ async fn instance_without_organizations(n: usize) -> MockServer {
 
 /// A fake Clerk with these users and organizations turned off.
 async fn instance_with(users: Vec<serde_json::Value>) -> MockServer {
+    instance_of(INSTANCE, users).await
+}
+
+/// A fake Clerk of instance `id` with these users and organizations turned off.
+async fn instance_of(id: &str, users: Vec<serde_json::Value>) -> MockServer {
     let clerk = MockServer::start().await;
     let n = users.len();
+    Mock::given(method("GET"))
+        .and(path("/v1/instance"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "instance", "id": id, "environment_type": "development", "allowed_origins": null}),
+        ))
+        .mount(&clerk)
+        .await;
     Mock::given(method("GET"))
         .and(path("/v1/users/count"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "total_count", "total_count": n})))
@@ -160,14 +175,65 @@ async fn an_empty_clerk_loses_no_one_and_a_run_can_be_taken_back(database_url: &
     assert!(err.contains("no tombstone of that run stands"), "{err}");
 }
 
+/// A key of another instance: backfill refuses it (78) naming both, `pin` says so, `pin --replace` re-pins.
+async fn a_key_of_another_instance_until_it_is_pinned(database_url: &str) {
+    let users: Vec<_> = (0..3)
+        .map(|i| clerk_user(&user_id(), now_ms() - 60_000 + i as i64))
+        .collect();
+    let ours = instance_with(users.clone()).await;
+    let (code, out, err) = backfill(database_url, &ours.uri(), &[]);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let theirs = instance_of("ins_2TheirsTheirsTheirs000000", users).await;
+    let (code, out, err) = backfill(database_url, &theirs.uri(), &["--prune"]);
+    assert_eq!(code, Some(78), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains(&format!("mirrors Clerk instance {INSTANCE} (development)"))
+            && err.contains("belongs to instance ins_2TheirsTheirsTheirs000000"),
+        "{err}"
+    );
+    let pin = |clerk: &str, args: &[&str]| {
+        let mut all = vec!["pin"];
+        all.extend_from_slice(args);
+        run_with(
+            database_url,
+            &all,
+            &[("CLERK_API_URL", clerk), ("CLERK_SECRET_KEY", "sk_test_x")],
+        )
+    };
+    let (code, out, _) = pin(&theirs.uri(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("pinned: {INSTANCE} (development), by key")),
+        "{out}"
+    );
+    assert!(
+        out.contains("key: ins_2TheirsTheirsTheirs000000 (development)"),
+        "{out}"
+    );
+    let (code, out, err) = pin(&theirs.uri(), &["--replace"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("re-pinned from {INSTANCE} to ins_2TheirsTheirsTheirs000000")),
+        "{out}"
+    );
+    let (code, out, err) = backfill(database_url, &theirs.uri(), &[]);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+}
+
 /// `clerk-sync <args>` on `database_url`: exit code, stdout, stderr.
 fn run(database_url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    run_with(database_url, args, &[])
+}
+
+/// [`run`] with more variables.
+fn run_with(database_url: &str, args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NO_COLOR", "1")
         .env("DATABASE_URL", database_url)
+        .envs(vars.iter().copied())
         .output()
         .expect("clerk-sync runs");
     (
@@ -243,4 +309,16 @@ async fn prune_and_undo_from_the_command_line_sqlite() {
     let dir = tempfile::TempDir::new().expect("temporary directory");
     an_empty_clerk_loses_no_one_and_a_run_can_be_taken_back(&format!("sqlite://{}", dir.path().join("p.db").display()))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_another_instance_from_the_command_line_postgres() {
+    let db = PgDatabase::create().await;
+    a_key_of_another_instance_until_it_is_pinned(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_another_instance_from_the_command_line_sqlite() {
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    a_key_of_another_instance_until_it_is_pinned(&format!("sqlite://{}", dir.path().join("k.db").display())).await;
 }

@@ -443,8 +443,8 @@ fn alert_expressions_use_exported_metrics() {
     let alerts = alert_exprs();
     assert_eq!(
         alerts.len(),
-        8,
-        "expected 8 alert expressions in alerts.yml: {alerts:#?}"
+        9,
+        "expected 9 alert expressions in alerts.yml: {alerts:#?}"
     );
     for (name, expr) in alerts {
         assert!(

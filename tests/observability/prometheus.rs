@@ -289,7 +289,7 @@ async fn prometheus_scrapes_the_daemon_and_every_panel_has_data() {
         loaded.sort();
         let mut expected: Vec<String> = alert_exprs().into_iter().map(|(name, _)| name).collect();
         expected.sort();
-        assert_eq!(expected.len(), 8, "alerts.yml should define 8 alerts: {expected:?}");
+        assert_eq!(expected.len(), 9, "alerts.yml should define 9 alerts: {expected:?}");
         assert!(expected.iter().all(|n| n.starts_with("ClerkSync")), "{expected:?}");
         assert_eq!(loaded, expected, "alerting rules Prometheus loaded from alerts.yml");
 
