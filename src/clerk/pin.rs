@@ -59,6 +59,9 @@ pub struct InstancePin {
     pinned: RwLock<Option<Pinned>>,
     /// The key was checked against the pin (cleared when the pin changes).
     key_checked: AtomicBool,
+    /// Held while a webhook pins the instance: the deliveries that arrive before it is known wait for that one
+    /// write instead of each racing the writer for the database (SQLite has one writer).
+    pinning: tokio::sync::Mutex<()>,
 }
 
 impl InstancePin {
@@ -69,6 +72,7 @@ impl InstancePin {
             db,
             pinned: RwLock::new(pinned),
             key_checked: AtomicBool::new(false),
+            pinning: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -143,13 +147,18 @@ impl InstancePin {
     /// Whether a webhook of instance `instance_id` may be applied: it is the pinned one (pinned now when nothing
     /// is). An in-memory comparison once the pin is known.
     pub async fn admits_webhook(&self, instance_id: &str) -> Result<bool, StoreError> {
-        if let Some(pin) = self
-            .pinned
-            .read()
-            .ok()
-            .and_then(|p| p.as_ref().map(|p| p.instance_id == instance_id))
-        {
-            return Ok(pin);
+        let known = || {
+            self.pinned
+                .read()
+                .ok()
+                .and_then(|p| p.as_ref().map(|p| p.instance_id == instance_id))
+        };
+        if let Some(admitted) = known() {
+            return Ok(admitted);
+        }
+        let _pinning = self.pinning.lock().await;
+        if let Some(admitted) = known() {
+            return Ok(admitted);
         }
         let stands = self.db.pin_instance(instance_id, None, "webhook").await?;
         let admitted = stands.instance_id == instance_id;
