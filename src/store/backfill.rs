@@ -24,8 +24,6 @@ pub enum Known {
     Deleted,
 }
 
-/// The same statement text on both backends (SQLite reads `$n` as numbered parameters): run `$body` with
-/// `$pool` bound to whichever pool this is.
 /// Moves the cursor of backfill `$name`, inside the open transaction `$tx`.
 macro_rules! save_cursor {
     ($tx:expr, $name:expr, $cursor:expr, $scanned:expr) => {
@@ -50,21 +48,6 @@ const SEEN_SQLITE: &str = "INSERT INTO clerk_sync_backfill_seen (name, clerk_id)
 macro_rules! insert_seen {
     ($tx:expr, $sql:expr, $name:expr, $ids:expr) => {
         sqlx::query($sql).bind($name).bind($ids).execute(&mut *$tx).await?
-    };
-}
-
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Db::Postgres(s) => {
-                let $pool = s.pool();
-                $body
-            }
-            Db::Sqlite(s) => {
-                let $pool = s.pool();
-                $body
-            }
-        }
     };
 }
 

@@ -26,22 +26,6 @@ const PIN: &str = "INSERT INTO clerk_sync_instance (singleton, instance_id, envi
      ON CONFLICT (singleton) DO UPDATE SET environment = coalesce(clerk_sync_instance.environment, excluded.environment) \
      WHERE clerk_sync_instance.instance_id = excluded.instance_id";
 
-/// Runs `$body` with `$pool` bound to whichever pool this is (the statements read the same on both).
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Db::Postgres(s) => {
-                let $pool = s.pool();
-                $body
-            }
-            Db::Sqlite(s) => {
-                let $pool = s.pool();
-                $body
-            }
-        }
-    };
-}
-
 fn pinned((instance_id, environment, pinned_by, pinned_at): PinnedRow) -> Pinned {
     Pinned {
         instance_id,

@@ -5,6 +5,23 @@
 //! tombstones) is written once in `sql.rs` against the small `BatchTx` vocabulary of multi-row statements that
 //! each backend implements with its own SQL.
 
+/// Runs `$body` with `$pool` bound to whichever pool `$db` (a [`Db`]) holds: for statements that read the same
+/// on both backends (SQLite reads `$n` as numbered parameters).
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            Db::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
 pub mod backfill;
 pub mod changes;
 mod error;

@@ -13,22 +13,6 @@ pub struct PruneRun {
     pub at: String,
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool this is (the statements read the same on both).
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Db::Postgres(s) => {
-                let $pool = s.pool();
-                $body
-            }
-            Db::Sqlite(s) => {
-                let $pool = s.pool();
-                $body
-            }
-        }
-    };
-}
-
 /// The candidates' filter: live, not seen by walk `$1`, and created before that walk started — a row created
 /// since (a user signing up during the walk, by webhook) may be missing from pages read before it existed.
 fn unseen(kind: Kind) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clerk_sync::backfill::{Only, Options, Summary};
 
 use crate::clerk::{now_ms, svix_id, ClerkUser};
-use crate::fake_users::mount;
+use crate::fake_users::{mount, users};
 use crate::helpers::{spawn_app_with_clerk, TestApp};
 
 const PRUNE: Options = Options {
@@ -16,11 +16,6 @@ const PRUNE: Options = Options {
     only: Only::ALL,
     max_prune: None,
 };
-
-fn users(n: usize) -> Vec<ClerkUser> {
-    let t = now_ms() - 3_600_000;
-    (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
-}
 
 async fn run(app: &TestApp, options: Options) -> Summary {
     app.backfill(options).await.expect("backfill succeeds")

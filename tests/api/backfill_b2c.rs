@@ -10,20 +10,8 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::clerk::{now_ms, svix_id, ClerkUser};
 use crate::clerk_orgs::ClerkOrganization;
-use crate::fake_users::{mount_on, Orgs};
+use crate::fake_users::{mount_on, prune, users, Orgs};
 use crate::helpers::{spawn_app_with_clerk, TestApp};
-
-fn users(n: usize) -> Vec<ClerkUser> {
-    let t = now_ms() - 3_600_000;
-    (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
-}
-
-fn prune() -> Options {
-    Options {
-        prune: true,
-        ..Options::default()
-    }
-}
 
 async fn checkpoints(app: &TestApp) -> i64 {
     app.db.int("SELECT count(*) FROM clerk_sync_backfill").await

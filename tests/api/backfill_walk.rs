@@ -10,20 +10,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::clerk::{now_ms, svix_id, ClerkUser};
-use crate::fake_users::mount;
+use crate::fake_users::{mount, prune, users};
 use crate::helpers::{spawn_app_with_clerk, TestApp};
-
-fn users(n: usize) -> Vec<ClerkUser> {
-    let t = now_ms() - 3_600_000;
-    (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
-}
-
-fn prune() -> Options {
-    Options {
-        prune: true,
-        ..Options::default()
-    }
-}
 
 /// A live user in the table that Clerk does not list: a wrongly ended walk would prune it.
 async fn bystander(app: &TestApp) -> ClerkUser {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-use crate::clerk::ClerkUser;
+use crate::clerk::{now_ms, ClerkUser};
 use crate::helpers::TestApp;
 
 /// What the fake Clerk answers `GET /v1/organizations…`.
@@ -213,4 +213,18 @@ pub async fn mount_on(app: &TestApp, users: &[ClerkUser], failing: Vec<usize>, f
     .mount(app.clerk())
     .await;
     list
+}
+
+/// `n` users created an hour ago, a millisecond apart (Clerk's `created_at` order).
+pub fn users(n: usize) -> Vec<ClerkUser> {
+    let t = now_ms() - 3_600_000;
+    (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
+}
+
+/// A backfill with `--prune`.
+pub fn prune() -> clerk_sync::backfill::Options {
+    clerk_sync::backfill::Options {
+        prune: true,
+        ..clerk_sync::backfill::Options::default()
+    }
 }

@@ -6,8 +6,9 @@ use clerk_sync::backfill::Summary;
 use crate::backfill_organizations::{members, membership_row, membership_rows, mount, organizations, sorted, FakeOrgs};
 use crate::clerk::{now_ms, svix_id};
 use crate::clerk_orgs::{ClerkMembership, ClerkOrganization};
+use crate::fake_users::prune;
 use crate::helpers::{spawn_app_with_clerk, TestApp};
-use crate::prune_safety::{prune, run_of};
+use crate::prune_safety::run_of;
 
 async fn organization_live(app: &TestApp, id: &str) -> bool {
     app.db

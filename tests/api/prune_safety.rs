@@ -7,20 +7,8 @@ use std::time::Duration;
 use clerk_sync::backfill::{BackfillError, Options, Summary};
 
 use crate::clerk::{now_ms, svix_id, ClerkUser};
-use crate::fake_users::{mount, FakeList};
+use crate::fake_users::{mount, prune, users, FakeList};
 use crate::helpers::{spawn_app_with_clerk, TestApp, SERVICE_TOKEN};
-
-pub fn users(n: usize) -> Vec<ClerkUser> {
-    let t = now_ms() - 3_600_000;
-    (0..n).map(|i| ClerkUser::new(t + i as i64)).collect()
-}
-
-pub fn prune() -> Options {
-    Options {
-        prune: true,
-        ..Options::default()
-    }
-}
 
 /// A user the webhooks brought that Clerk no longer has (its `user.deleted` was lost).
 pub async fn only_in_the_table(app: &TestApp) -> ClerkUser {
