@@ -9,6 +9,8 @@ use base64::Engine;
 
 #[path = "cli/first_run.rs"]
 mod first_run;
+#[path = "cli/openapi.rs"]
+mod openapi;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
 
