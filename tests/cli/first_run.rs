@@ -28,7 +28,7 @@ async fn a_fresh_postgres_database_does_not_log_an_adoption() {
         std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
         panic!(
-            "cannot reach PostgreSQL at TEST_DATABASE_URL ({admin}): {e}; start one or point TEST_DATABASE_URL at one"
+            "cannot reach PostgreSQL at TEST_DATABASE_URL ({admin}): {e}; start one (`scripts/test --setup`) or point TEST_DATABASE_URL at one"
         )
     });
     let name = format!("clerk_sync_test_cli_{}", rand::random::<u32>());
