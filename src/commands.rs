@@ -175,6 +175,16 @@ fn explain(status: reqwest::StatusCode) -> &'static str {
     }
 }
 
+/// `clerk-sync openapi`: print the OpenAPI document (`openapi.json` at the repository root is this output).
+pub fn openapi() -> i32 {
+    use std::io::Write;
+    let json = crate::http::openapi_json();
+    match std::io::stdout().lock().write_all(json.as_bytes()) {
+        Ok(()) => 0,
+        Err(e) => fail(&format!("cannot write the document: {e}"), 74),
+    }
+}
+
 fn fail(message: &str, code: i32) -> i32 {
     eprintln!("clerk-sync: {message}");
     code

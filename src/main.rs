@@ -71,6 +71,8 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (what GET /v1/openapi.json serves); reads no configuration.
+    Openapi,
 }
 
 fn parse_type(s: &str) -> Result<SampleType, String> {
@@ -81,6 +83,10 @@ fn parse_type(s: &str) -> Result<SampleType, String> {
 /// client must not be created or dropped on a runtime thread.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The document depends on the code alone: printing it needs no configuration, database or telemetry.
+    if matches!(cli.command, Some(Command::Openapi)) {
+        return ExitCode::from(u8::try_from(commands::openapi()).unwrap_or(1));
+    }
     let json_logs = std::env::var("CLERK_SYNC_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
     let telemetry = telemetry::init(json_logs, otlp.as_deref());
@@ -136,5 +142,6 @@ async fn run(command: Command, settings: Settings) -> i32 {
             user_id,
             url,
         } => commands::send_test_event(settings, event_type, user_id, url).await,
+        Command::Openapi => commands::openapi(),
     }
 }

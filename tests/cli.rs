@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+#[path = "cli/first_run.rs"]
+mod first_run;
+#[path = "cli/openapi.rs"]
+mod openapi;
+
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
 
 fn secret() -> String {

@@ -13,10 +13,21 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::auth::ServiceCaller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
+use crate::store::changes::FeedChange;
+
+/// A page of the feed as JSON.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ChangesPage {
+    /// In seq order; empty when nothing was committed after `after`.
+    pub changes: Vec<FeedChange>,
+    /// The seq to pass back as `after` (the last change's, or `after` itself when the page is empty).
+    #[schema(minimum = 0)]
+    pub next: i64,
+}
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -24,6 +35,40 @@ const MAX_LIMIT: i64 = 1000;
 /// what is final by then (a writer holding a seq open for that long holds up the pages after it, not the page).
 const HORIZON_WAIT: Duration = Duration::from_secs(1);
 
+#[utoipa::path(
+    get,
+    path = "/v1/changes",
+    tag = "changes",
+    operation_id = "listChanges",
+    summary = "The change feed: a page as JSON, or a Server-Sent Events stream",
+    description = "Every committed change of a user, organization or membership, in seq order. As JSON, a page of \
+        the changes after `after` (pass `next` back as `after`). With `Accept: text/event-stream`, a stream of \
+        every change after `after`, or after the `Last-Event-ID` header (which wins, as on an `EventSource` \
+        reconnect): `id:` the seq, `event:` `<kind>.<op>` (`user.created`, `membership.deleted`, …), `data:` the \
+        change as JSON, and a `:` comment every 15 s. At most `changes.max_streams` streams are open at once.",
+    params(
+        ("after" = Option<i64>, Query, nullable = false, description = "Changes after this seq (default 0).", minimum = 0,
+            maximum = 9223372036854775807_i64),
+        ("limit" = Option<i64>, Query, nullable = false, description = "Page size: default 100; 0 counts as 1, above 1000 as 1000.",
+            minimum = 0, maximum = 9223372036854775807_i64),
+    ),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "A page (JSON), or the stream (text/event-stream).", content(
+            (ChangesPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "`invalid_parameter`: `after`, `limit` or `Last-Event-ID` is not a \
+            non-negative integer.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`feed_disabled`: `changes.enabled = false`.", body = ErrorBody),
+        (status = 410, description = "`changes_pruned`: changes after `after` were pruned \
+            (`changes.retention_hours`); the message says from which seq to resume.", body = ErrorBody),
+        (status = 503, description = "`unavailable` (the database) or `too_many_streams` (a stream past \
+            `changes.max_streams`; page with JSON meanwhile).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn changes(
     _: ServiceCaller,
     State(state): State<AppState>,
@@ -84,7 +129,11 @@ pub async fn changes(
     // Nothing was committed after `after`. A change committed later may still get a lower seq than `latest`
     // (Postgres hands out seqs before commit), which is why the page stops at the horizon.
     if after >= latest {
-        return Json(json!({"changes": [], "next": after})).into_response();
+        return Json(ChangesPage {
+            changes: Vec::new(),
+            next: after,
+        })
+        .into_response();
     }
     // Everything committed before this request is at or below `latest`: once the follower's horizon reaches it,
     // the page holds all of it, and nothing a writer still holds. The follower learns the horizon for every
@@ -93,7 +142,7 @@ pub async fn changes(
     match state.db.changes_after(after, limit, upto).await {
         Ok(changes) => {
             let next = changes.last().map_or(after, |c| c.seq);
-            Json(json!({"changes": changes, "next": next})).into_response()
+            Json(ChangesPage { changes, next }).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %e, "changes: database read failed");

@@ -3,9 +3,19 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::store::writer::WriteError;
+
+/// The body of every error answer, as the OpenAPI document names it (`Error`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// A stable code to switch on (`unauthorized`, `not_found`, `gone`, `invalid_user_id`, …; each answer's
+    /// description lists its codes).
+    pub error: &'a str,
+    /// Text for a person; it may change between releases.
+    pub message: &'a str,
+}
 
 /// An error answer: `{"error": "<code>", "message": "<human text>"}`.
 #[derive(Debug)]
@@ -53,7 +63,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response();
+        let body = ErrorBody {
+            error: self.code,
+            message: &self.message,
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

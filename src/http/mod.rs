@@ -5,6 +5,8 @@ mod change_stream;
 mod changes;
 mod error;
 mod health;
+mod json_errors;
+pub mod openapi;
 mod organizations;
 pub mod serve;
 mod users;
@@ -14,8 +16,9 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use users::Counters;
@@ -75,28 +78,36 @@ pub struct Shared {
     pub pin: Arc<crate::clerk::pin::InstancePin>,
 }
 
+/// Every route with its description: the router and the OpenAPI document are both made from this.
+fn routes() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .routes(routes!(webhooks::clerk).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)))
+        .routes(routes!(users::get_user))
+        .routes(routes!(users::sync_user))
+        .routes(routes!(users::me))
+        .routes(routes!(organizations::user_memberships))
+        .routes(routes!(organizations::get_organization))
+        .routes(routes!(organizations::sync_organization))
+        .routes(routes!(organizations::organization_memberships))
+        .routes(routes!(changes::changes))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI document of the main listener, as `GET /v1/openapi.json` serves it.
+pub fn openapi_json() -> String {
+    openapi::render(&routes().into_openapi())
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .route(
-            "/webhooks/clerk",
-            post(webhooks::clerk).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
-        )
-        .route("/v1/users/{clerk_id}", get(users::get_user))
-        .route("/v1/users/{clerk_id}/sync", post(users::sync_user))
-        .route("/v1/me", get(users::me))
-        .route("/v1/changes", get(changes::changes))
-        .route("/v1/users/{clerk_id}/memberships", get(organizations::user_memberships))
-        .route("/v1/organizations/{clerk_id}", get(organizations::get_organization))
-        .route(
-            "/v1/organizations/{clerk_id}/sync",
-            post(organizations::sync_organization),
-        )
-        .route(
-            "/v1/organizations/{clerk_id}/memberships",
-            get(organizations::organization_memberships),
-        )
+    let (router, document) = routes().split_for_parts();
+    let served = openapi::Served(openapi::render(&document).into());
+    router
+        .layer(Extension(served))
+        // Axum's own refusals (no such route, wrong method, body too large or unreadable) as `Error` bodies too.
+        .layer(middleware::from_fn(json_errors::json_errors))
         // After routing, so the middleware sees the route template; unmatched paths get it too.
         .layer(middleware::from_fn(crate::telemetry::http::observe))
         .with_state(state)

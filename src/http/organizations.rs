@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::auth::ServiceCaller;
+use super::error::ErrorBody;
 use super::users::{get_or_create, invalid_id, sync};
 use super::{query_params as params, ApiError, AppState};
 use crate::clerk::{is_organization_id, is_user_id};
@@ -24,6 +25,33 @@ use crate::store::{Kind, MembersOf, MembershipCursor, Store};
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 500;
 
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{clerk_id}",
+    tag = "organizations",
+    operation_id = "getOrganization",
+    summary = "An organization, created from Clerk when it is not in the table yet",
+    description = "Get-or-create as for users: the stored organization, else Clerk's \
+        `GET /v1/organizations/{organization_id}`, created in the table (`created_via = \"fallback\"`).",
+    params(("clerk_id" = String, Path, description = "A Clerk organization id.",
+        pattern = r"^org_[A-Za-z0-9]{1,64}$", example = "org_294MJK9vEruOBGV1B15maCyHAbK")),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "The organization existed.", body = crate::store::OrganizationRow),
+        (status = 201, description = "This request created the row from Clerk.",
+            body = crate::store::OrganizationRow),
+        (status = 400, description = "`invalid_organization_id`: not a Clerk organization id; Clerk was not \
+            called.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`not_found`: Clerk has no such organization.", body = ErrorBody),
+        (status = 410, description = "`gone`: the organization was deleted in Clerk.", body = ErrorBody),
+        (status = 500, description = "`failed`: the database refused the change (see the daemon's logs).",
+            body = ErrorBody),
+        (status = 502, description = "`clerk_error`: Clerk answered something unexpected.", body = ErrorBody),
+        (status = 503, description = "`unavailable`, `clerk_unavailable` or `not_configured`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn get_organization(
     _: ServiceCaller,
     State(state): State<AppState>,
@@ -32,6 +60,32 @@ pub async fn get_organization(
     get_or_create(&state, Kind::Organization, clerk_id).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/organizations/{clerk_id}/sync",
+    tag = "organizations",
+    operation_id = "syncOrganization",
+    summary = "Re-fetch an organization from Clerk now",
+    description = "Fetches the organization from Clerk and applies it under the ordering guard and tombstone rule. \
+        No request body.",
+    params(("clerk_id" = String, Path, description = "A Clerk organization id.",
+        pattern = r"^org_[A-Za-z0-9]{1,64}$", example = "org_294MJK9vEruOBGV1B15maCyHAbK")),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "The organization as stored after the sync.",
+            body = crate::store::OrganizationRow),
+        (status = 201, description = "The sync created the row.", body = crate::store::OrganizationRow),
+        (status = 400, description = "`invalid_organization_id`: not a Clerk organization id.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`not_found`: Clerk has no such organization.", body = ErrorBody),
+        (status = 410, description = "`gone`: the organization was deleted in Clerk.", body = ErrorBody),
+        (status = 500, description = "`failed`: the database refused the change (see the daemon's logs).",
+            body = ErrorBody),
+        (status = 502, description = "`clerk_error`: Clerk answered something unexpected.", body = ErrorBody),
+        (status = 503, description = "`unavailable`, `clerk_unavailable` or `not_configured`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn sync_organization(
     _: ServiceCaller,
     State(state): State<AppState>,
@@ -40,6 +94,34 @@ pub async fn sync_organization(
     sync(&state, Kind::Organization, clerk_id).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{clerk_id}/memberships",
+    tag = "memberships",
+    operation_id = "listOrganizationMemberships",
+    summary = "The live memberships of an organization",
+    description = "From the database, newest first by Clerk's `created_at`. When more follow, the answer carries \
+        `X-Next-Cursor` and a `Link: <…>; rel=\"next\"` header: pass the cursor back as `cursor`.",
+    params(
+        ("clerk_id" = String, Path, description = "A Clerk organization id.",
+            pattern = r"^org_[A-Za-z0-9]{1,64}$", example = "org_294MJK9vEruOBGV1B15maCyHAbK"),
+        ("limit" = Option<i64>, Query, nullable = false, description = "Page size (default 100).", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, nullable = false, description = "`X-Next-Cursor` of the previous page."),
+    ),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "A page of memberships.", body = Vec<crate::store::MembershipRow>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's cursor, when more follow."),
+                ("Link" = String, description = "`<path?limit=…&cursor=…>; rel=\"next\"`, when more follow."),
+            )),
+        (status = 400, description = "`invalid_organization_id`, `invalid_limit` or `invalid_cursor`.",
+            body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database did not answer.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn organization_memberships(
     _: ServiceCaller,
     State(state): State<AppState>,
@@ -53,6 +135,32 @@ pub async fn organization_memberships(
     list(&state, MembersOf::Organization(&clerk_id), &path, &params(query)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{clerk_id}/memberships",
+    tag = "memberships",
+    operation_id = "listUserMemberships",
+    summary = "The live memberships of a user",
+    description = "From the database, newest first by Clerk's `created_at`, paged like an organization's.",
+    params(
+        ("clerk_id" = String, Path, description = "A Clerk user id.", pattern = r"^user_[A-Za-z0-9]{1,64}$",
+            example = "user_29w83sxmDNGwOuEthce5gg56FcC"),
+        ("limit" = Option<i64>, Query, nullable = false, description = "Page size (default 100).", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, nullable = false, description = "`X-Next-Cursor` of the previous page."),
+    ),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "A page of memberships.", body = Vec<crate::store::MembershipRow>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's cursor, when more follow."),
+                ("Link" = String, description = "`<path?limit=…&cursor=…>; rel=\"next\"`, when more follow."),
+            )),
+        (status = 400, description = "`invalid_user_id`, `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database did not answer.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn user_memberships(
     _: ServiceCaller,
     State(state): State<AppState>,

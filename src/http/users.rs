@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{ServiceCaller, SessionUser};
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::actors::{FallbackError, FetchMode, Fetched, Hit};
 use crate::cache::Absent;
@@ -51,14 +52,96 @@ impl std::fmt::Debug for Counters {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{clerk_id}",
+    tag = "users",
+    operation_id = "getUser",
+    summary = "A user, created from Clerk when it is not in the table yet",
+    description = "The stored user (cache, then database); when the row is missing, the user is fetched from \
+        Clerk's Backend API and created (`created_via = \"fallback\"`). Concurrent requests for one unknown user \
+        make one Clerk call.",
+    params(("clerk_id" = String, Path, description = "A Clerk user id.", pattern = r"^user_[A-Za-z0-9]{1,64}$",
+        example = "user_29w83sxmDNGwOuEthce5gg56FcC")),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "The user existed.", body = crate::store::UserRow),
+        (status = 201, description = "This request created the row from Clerk.", body = crate::store::UserRow),
+        (status = 400, description = "`invalid_user_id`: not a Clerk user id; Clerk was not called.",
+            body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`not_found`: Clerk has no such user (remembered for \
+            `cache.not_found_ttl_secs`).", body = ErrorBody),
+        (status = 410, description = "`gone`: the user was deleted in Clerk; it is never re-created.",
+            body = ErrorBody),
+        (status = 500, description = "`failed`: the database refused the change (see the daemon's logs).",
+            body = ErrorBody),
+        (status = 502, description = "`clerk_error`: Clerk answered something unexpected.", body = ErrorBody),
+        (status = 503, description = "`unavailable` (the database), `clerk_unavailable` or `not_configured` \
+            (`CLERK_SECRET_KEY` is not set and the user is not in the table).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn get_user(_: ServiceCaller, State(state): State<AppState>, Path(clerk_id): Path<String>) -> Response {
     get_or_create(&state, Kind::User, clerk_id).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "users",
+    operation_id = "getMe",
+    summary = "The signed-in user (Clerk session token)",
+    description = "The same get-or-create as `GET /v1/users/{clerk_id}`, for the `sub` of the Clerk session token \
+        (what `getToken()` returns). Tokens are RS256 only, checked against Clerk's JWKS or `CLERK_JWT_KEY`; a \
+        pending session is signed out.",
+    security(("session_token" = [])),
+    responses(
+        (status = 200, description = "The user existed.", body = crate::store::UserRow),
+        (status = 201, description = "This request created the row from Clerk.", body = crate::store::UserRow),
+        (status = 400, description = "`invalid_user_id`: the token's `sub` is not a Clerk user id.",
+            body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, invalid, expired or pending-session token, or a \
+            service token.", body = ErrorBody),
+        (status = 404, description = "`not_found`: Clerk has no such user.", body = ErrorBody),
+        (status = 410, description = "`gone`: the user was deleted in Clerk.", body = ErrorBody),
+        (status = 500, description = "`failed`: the database refused the change (see the daemon's logs).",
+            body = ErrorBody),
+        (status = 502, description = "`clerk_error`: Clerk answered something unexpected.", body = ErrorBody),
+        (status = 503, description = "`unavailable` (the database, or Clerk's keys before any were loaded), \
+            `clerk_unavailable` or `not_configured`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn me(user: SessionUser, State(state): State<AppState>) -> Response {
     get_or_create(&state, Kind::User, user.clerk_id).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{clerk_id}/sync",
+    tag = "users",
+    operation_id = "syncUser",
+    summary = "Re-fetch a user from Clerk now",
+    description = "Fetches the user from Clerk's Backend API and applies it under the same ordering guard and \
+        tombstone rule as a webhook. No request body.",
+    params(("clerk_id" = String, Path, description = "A Clerk user id.", pattern = r"^user_[A-Za-z0-9]{1,64}$",
+        example = "user_29w83sxmDNGwOuEthce5gg56FcC")),
+    security(("service_token" = [])),
+    responses(
+        (status = 200, description = "The user as stored after the sync.", body = crate::store::UserRow),
+        (status = 201, description = "The sync created the row.", body = crate::store::UserRow),
+        (status = 400, description = "`invalid_user_id`: not a Clerk user id.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`not_found`: Clerk has no such user.", body = ErrorBody),
+        (status = 410, description = "`gone`: the user was deleted in Clerk.", body = ErrorBody),
+        (status = 500, description = "`failed`: the database refused the change (see the daemon's logs).",
+            body = ErrorBody),
+        (status = 502, description = "`clerk_error`: Clerk answered something unexpected.", body = ErrorBody),
+        (status = 503, description = "`unavailable`, `clerk_unavailable` or `not_configured`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn sync_user(_: ServiceCaller, State(state): State<AppState>, Path(clerk_id): Path<String>) -> Response {
     sync(&state, Kind::User, clerk_id).await
 }

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::store::writer::WriteError;
 use crate::store::{Outcome, RecordOnly};
@@ -21,6 +22,39 @@ fn count(event_type: &str, outcome: &'static str) {
         .increment(1);
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/clerk",
+    tag = "webhooks",
+    operation_id = "clerkWebhook",
+    summary = "Clerk's webhook endpoint (Svix deliveries)",
+    description = "Verifies the Svix signature on the raw body (`svix-*` or `webhook-*` headers, ±5 minutes), then \
+        applies the event. 2xx only after commit; anything else makes Svix retry. Body at most 256 KiB.",
+    params(
+        ("svix-id" = Option<String>, Header, nullable = false, description = "The message id (or `webhook-id`)."),
+        ("svix-timestamp" = Option<String>, Header, nullable = false, description = "Unix seconds (or `webhook-timestamp`)."),
+        ("svix-signature" = Option<String>, Header, nullable = false, description = "`v1,<base64>`, space-separated (or \
+            `webhook-signature`)."),
+    ),
+    request_body(content = crate::webhook::Envelope, content_type = "application/json",
+        description = "A Clerk event, exactly as Svix delivers it."),
+    responses(
+        (status = 200, description = "Processed; `outcome` says what it changed.",
+            body = super::openapi::WebhookAnswer),
+        (status = 400, description = "`invalid_payload`: verified, but not a well-formed Clerk event (recorded), \
+            or `bad_request`: the body could not be read.", body = ErrorBody),
+        (status = 401, description = "`invalid_signature`: missing headers, bad signature or timestamp.",
+            body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body was not received within \
+            `server.body_read_timeout_ms`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 256 KiB.", body = ErrorBody),
+        (status = 500, description = "`failed`: the database refused the change (see the daemon's logs).",
+            body = ErrorBody),
+        (status = 503, description = "`not_configured` (no signing secret) or `unavailable` (the database, or no \
+            commit within `webhooks.answer_timeout_ms`): nothing acknowledged.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let Some(verifier) = state.verifier.as_deref() else {
         count("unknown", outcome::FAILED);

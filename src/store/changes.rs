@@ -1,17 +1,33 @@
 //! Reading the change feed (`clerk_sync_changes`): pages of changes after a seq, the head, retention, and the
 //! forwarding cursor. Writes to the feed happen inside each batch's transaction (`sql.rs`).
 
-use super::{Db, StoreError};
+use super::{Db, Kind, StoreError};
 
 /// One committed change, as `GET /v1/changes` shows it. `at` is RFC 3339 UTC.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Change)]
 pub struct FeedChange {
+    #[schema(minimum = 1)]
     pub seq: i64,
+    #[schema(schema_with = change_kind)]
     pub kind: String,
     pub clerk_id: String,
+    #[schema(schema_with = change_op)]
     pub op: String,
+    #[schema(schema_with = super::rows::change_via)]
     pub via: String,
     pub at: String,
+}
+
+/// `kind` of a change, for the OpenAPI document (the values the feed's CHECK constraint allows).
+fn change_kind() -> utoipa::openapi::Object {
+    let kinds = [Kind::User, Kind::Organization, Kind::Membership].map(Kind::as_str);
+    super::rows::string_enum(&kinds, false)
+}
+
+/// `op` of a change: what the change did to its record.
+fn change_op() -> utoipa::openapi::Object {
+    super::rows::string_enum(&["created", "updated", "deleted"], false)
 }
 
 /// Where the feed stands.

@@ -40,7 +40,9 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use postgres::PgStore;
-pub use rows::{JsonText, Lookup, MembersOf, MembershipCursor, MembershipRow, OrganizationRow, Row, UserRow};
+pub use rows::{
+    string_enum, JsonText, Lookup, MembersOf, MembershipCursor, MembershipRow, OrganizationRow, Row, UserRow,
+};
 pub use sqlite::SqliteStore;
 pub use types::{
     Change, Delivery, Entity, Kind, MembershipData, OrganizationData, Outcome, RecordOnly, Source, UserData,

@@ -56,7 +56,17 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let first = MIGRATOR.iter().map(|m| m.version).min().unwrap_or_default();
         adopt_check::users_in_current_schema(&self.pool, first).await?;
-        MIGRATOR.run(&self.pool).await.map_err(|e| {
+        let mut conn = self.pool.acquire().await?;
+        // On a fresh database the first migration's `ADD COLUMN IF NOT EXISTS` meets the table it has just made,
+        // and Postgres answers with notices ("column ... already exists, skipping") that read like an adoption.
+        // Warnings, which say what adopting an application's table changed, still come through.
+        sqlx::query("SET client_min_messages = warning")
+            .execute(&mut *conn)
+            .await?;
+        let applied = MIGRATOR.run(&mut *conn).await;
+        // A connection that cannot reset only keeps quiet about notices; the migration's outcome matters more.
+        let _ = sqlx::query("RESET client_min_messages").execute(&mut *conn).await;
+        applied.map_err(|e| {
             // The adoption step raises an exception (P0001) whose message is meant for the operator as it is.
             let adopt = match &e {
                 MigrateError::Execute(sqlx::Error::Database(db))

@@ -1,5 +1,7 @@
 //! Records as the API shows them, and the read-side questions the store answers.
 
+use super::types::Source;
+
 /// A JSON column as stored (`jsonb` on Postgres, JSON text on SQLite), passed to the API's JSON as it is.
 #[derive(Clone, Debug, Default)]
 pub struct JsonText(Option<Box<serde_json::value::RawValue>>);
@@ -33,7 +35,9 @@ impl serde::Serialize for JsonText {
 
 /// A user as the API returns it: every daemon-owned column but `data` (which holds `private_metadata`, and
 /// `/v1/me` answers end users). Timestamps are RFC 3339 strings in UTC.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+///
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserRow {
     pub id: String,
     pub clerk_id: String,
@@ -46,11 +50,14 @@ pub struct UserRow {
     pub phone_number: Option<String>,
     pub external_id: Option<String>,
     #[sqlx(try_from = "Option<String>")]
+    #[schema(value_type = Option<Value>)]
     pub public_metadata: JsonText,
     pub banned: Option<bool>,
     pub last_sign_in_at: Option<String>,
     pub clerk_created_at: Option<String>,
+    #[schema(schema_with = created_via)]
     pub created_via: String,
+    #[schema(schema_with = updated_via)]
     pub updated_via: Option<String>,
     pub clerk_updated_at: Option<i64>,
     pub deleted_at: Option<String>,
@@ -59,7 +66,8 @@ pub struct UserRow {
 }
 
 /// An organization as the API returns it (without `data`, like a user).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Organization)]
 pub struct OrganizationRow {
     pub id: String,
     pub clerk_id: String,
@@ -67,10 +75,13 @@ pub struct OrganizationRow {
     pub slug: Option<String>,
     pub image_url: Option<String>,
     #[sqlx(try_from = "Option<String>")]
+    #[schema(value_type = Option<Value>)]
     pub public_metadata: JsonText,
     pub members_count: Option<i64>,
     pub clerk_created_at: Option<String>,
+    #[schema(schema_with = created_via)]
     pub created_via: String,
+    #[schema(schema_with = updated_via)]
     pub updated_via: Option<String>,
     pub clerk_updated_at: Option<i64>,
     pub deleted_at: Option<String>,
@@ -79,7 +90,8 @@ pub struct OrganizationRow {
 }
 
 /// A membership as the API returns it (without `data`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Membership)]
 pub struct MembershipRow {
     pub id: String,
     pub clerk_id: String,
@@ -87,7 +99,9 @@ pub struct MembershipRow {
     pub user_clerk_id: String,
     pub role: Option<String>,
     pub clerk_created_at: Option<String>,
+    #[schema(schema_with = created_via)]
     pub created_via: String,
+    #[schema(schema_with = updated_via)]
     pub updated_via: Option<String>,
     pub clerk_updated_at: Option<i64>,
     pub deleted_at: Option<String>,
@@ -138,4 +152,45 @@ pub enum MembersOf<'a> {
 pub struct MembershipCursor {
     pub created_at: String,
     pub clerk_id: String,
+}
+
+/// A string that takes one of `values` (and `null` with `nullable`), for the OpenAPI document: the columns below
+/// hold only what the daemon writes (the migrations' CHECK constraints), so clients can switch on them.
+pub fn string_enum(values: &[&str], nullable: bool) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let mut values: Vec<serde_json::Value> = values.iter().map(|v| (*v).into()).collect();
+    let schema_type = if nullable {
+        values.push(serde_json::Value::Null);
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(schema_type)
+        .enum_values(Some(values))
+        .build()
+}
+
+/// The paths that write rows ([`Source`]): `webhook`, `fallback`, `backfill`.
+fn sources() -> Vec<&'static str> {
+    [Source::Webhook, Source::Fallback, Source::Backfill]
+        .map(Source::as_str)
+        .to_vec()
+}
+
+/// `created_via`: a source, or `adopted` for a row that was in the application's table before the daemon.
+fn created_via() -> utoipa::openapi::Object {
+    let mut values = sources();
+    values.push("adopted");
+    string_enum(&values, false)
+}
+
+/// `updated_via`: the source of the last change, `null` before any.
+fn updated_via() -> utoipa::openapi::Object {
+    string_enum(&sources(), true)
+}
+
+/// `via` of a change: the source that committed it.
+pub(super) fn change_via() -> utoipa::openapi::Object {
+    string_enum(&sources(), false)
 }

@@ -70,12 +70,19 @@ impl InvalidEvent {
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope {
+/// A Clerk webhook event as Svix delivers it, as far as clerk-sync reads it (other keys, such as `object` and
+/// `instance_id`, are not read).
+// The OpenAPI document's request body of `POST /webhooks/clerk`, so it says what the parser requires.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ClerkEvent)]
+pub struct Envelope {
+    /// The event type, such as `user.updated`; types clerk-sync does not sync are acknowledged as `ignored`.
     #[serde(rename = "type")]
     event_type: String,
+    /// The record: a user, organization or membership object, or `{id, deleted}` for a deletion.
+    #[schema(value_type = Object)]
     data: serde_json::Map<String, serde_json::Value>,
-    /// Milliseconds per Clerk's docs; some examples show seconds.
+    /// When Clerk sent the event: milliseconds per Clerk's docs; some examples show seconds.
     timestamp: Option<i64>,
     instance_id: Option<String>,
 }

@@ -7,5 +7,7 @@ mod event;
 pub mod sample;
 mod verify;
 
-pub use event::{is_sane_event_ms, EventKind, InvalidEvent, VerifiedEvent, EARLIEST_EVENT_MS, LATEST_EVENT_MS};
+pub use event::{
+    is_sane_event_ms, Envelope, EventKind, InvalidEvent, VerifiedEvent, EARLIEST_EVENT_MS, LATEST_EVENT_MS,
+};
 pub use verify::{VerifiedBody, Verifier, VerifyError, MAX_SVIX_ID_LEN};

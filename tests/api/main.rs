@@ -20,6 +20,7 @@ mod backfill_b2c;
 mod backfill_organizations;
 mod backfill_walk;
 mod concurrency;
+mod contract;
 mod deletes;
 mod fallback;
 mod fallback_concurrency;

@@ -24,8 +24,8 @@ async fn admin_connection(admin_url: &str) -> PgConnection {
         Err(e) => panic!(
             "cannot reach PostgreSQL at {admin_url}: {e}\n\
              The API tests run every case against a real PostgreSQL and create one database per test. \
-             Start one, or set TEST_DATABASE_URL to a PostgreSQL URL whose user may CREATE DATABASE \
-             (default {DEFAULT_ADMIN_URL})."
+             Start one (`scripts/test --setup` installs and starts one), or set TEST_DATABASE_URL to a \
+             PostgreSQL URL whose user may CREATE DATABASE (default {DEFAULT_ADMIN_URL})."
         ),
     }
 }

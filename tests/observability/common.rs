@@ -137,7 +137,7 @@ pub fn require_tool(name: &str, package: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "`{name}` is not installed (neither on PATH nor in /usr/bin). The observability tests need it: \
-                 apt-get install {package}"
+                 apt-get install {package} (or `scripts/test --setup`, which installs everything the tests need)"
             )
         })
 }

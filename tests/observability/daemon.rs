@@ -260,8 +260,7 @@ impl PgDatabase {
         let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(
                 "cannot reach PostgreSQL at {admin_url}: {e}\nThe Prometheus integration test runs the daemon on a \
-                 fresh PostgreSQL database. Start PostgreSQL (e.g. `apt-get install postgresql` and \
-                 `pg_ctlcluster <version> main start`), or set TEST_DATABASE_URL to a PostgreSQL URL whose user may \
+                 fresh PostgreSQL database. Start PostgreSQL (`scripts/test --setup` installs and starts one), or set TEST_DATABASE_URL to a PostgreSQL URL whose user may \
                  CREATE DATABASE (default {DEFAULT_ADMIN_URL})."
             )
         });

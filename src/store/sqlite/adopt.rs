@@ -11,7 +11,7 @@ use crate::store::StoreError;
 
 mod identity;
 
-pub(super) use identity::adopt_identity;
+pub(super) use identity::{adopt_identity, existing_tables};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {

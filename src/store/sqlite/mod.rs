@@ -66,11 +66,12 @@ impl SqliteStore {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let first = MIGRATOR.iter().next().map(|m| m.version).unwrap_or_default();
+        let preexisting = adopt::existing_tables(&self.pool).await?;
         adopt::adopt_users_table(&self.pool, first).await?;
-        adopt::adopt_identity(&self.pool).await?;
+        adopt::adopt_identity(&self.pool, &preexisting).await?;
         MIGRATOR.run(&self.pool).await?;
         // Again: a table the first migration just created lacks the profile's columns.
-        adopt::adopt_identity(&self.pool).await?;
+        adopt::adopt_identity(&self.pool, &preexisting).await?;
         Ok(())
     }
 

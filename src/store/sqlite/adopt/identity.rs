@@ -46,10 +46,13 @@ const MEMBERSHIP_COLUMNS: &[(&str, Kind, &str)] = &[
 
 /// Adds the columns of `columns` that `table` lacks, after checking the types of those it has; nothing when the
 /// table does not exist. Idempotent: it runs before and after the migrations (see [`adopt_identity`]).
+/// `preexisting`: the table was there before this run's migrations (the application's, or an earlier release's),
+/// so adding columns to it is worth telling the operator; a table the migrations just made is only completed.
 async fn add_missing_columns(
     pool: &SqlitePool,
     table: &str,
     columns: &[(&str, Kind, &str)],
+    preexisting: bool,
 ) -> Result<Vec<String>, StoreError> {
     let existing: Vec<(String, String)> = sqlx::query_as("SELECT name, type FROM pragma_table_info(?1)")
         .bind(table)
@@ -81,22 +84,49 @@ async fn add_missing_columns(
         }
     }
     tx.commit().await?;
-    if !added.is_empty() {
+    if !added.is_empty() && preexisting {
         tracing::info!(table, added = ?added, "added clerk-sync's columns");
+    } else if !added.is_empty() {
+        tracing::debug!(table, added = ?added, "completed the columns of a table the migrations created");
     }
     Ok(added)
 }
 
+/// The tables this module completes: `users`, `organizations`, `organization_memberships`.
+const TABLES: [&str; 3] = ["users", "organizations", "organization_memberships"];
+
+/// Which of [`TABLES`] exist now: taken before the migrations, it tells the tables they will create from the ones
+/// that were already there.
+pub(in crate::store::sqlite) async fn existing_tables(pool: &SqlitePool) -> Result<Vec<String>, StoreError> {
+    let mut existing = Vec::new();
+    for table in TABLES {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)")
+                .bind(table)
+                .fetch_one(pool)
+                .await?;
+        if exists {
+            existing.push(table.to_owned());
+        }
+    }
+    Ok(existing)
+}
+
 /// The identity model's columns: the full profile on `users`, and an application-made `organizations` or
 /// `organization_memberships` table made fit before the migration's `CREATE TABLE IF NOT EXISTS` leaves it alone.
-pub(in crate::store::sqlite) async fn adopt_identity(pool: &SqlitePool) -> Result<(), StoreError> {
-    add_missing_columns(pool, "users", PROFILE_COLUMNS).await?;
+/// `preexisting`: the tables that existed before this run's migrations ([`existing_tables`]).
+pub(in crate::store::sqlite) async fn adopt_identity(
+    pool: &SqlitePool,
+    preexisting: &[String],
+) -> Result<(), StoreError> {
+    let was_there = |table: &str| preexisting.iter().any(|t| t == table);
+    add_missing_columns(pool, "users", PROFILE_COLUMNS, was_there("users")).await?;
     for (table, columns) in [
         ("organizations", ORGANIZATION_COLUMNS),
         ("organization_memberships", MEMBERSHIP_COLUMNS),
     ] {
         let all: Vec<(&str, Kind, &str)> = columns.iter().copied().chain(BOOKKEEPING).collect();
-        let added = add_missing_columns(pool, table, &all).await?;
+        let added = add_missing_columns(pool, table, &all, was_there(table)).await?;
         if added.iter().any(|c| c == "created_at") {
             sqlx::query(&format!(
                 "UPDATE {table} SET created_at = coalesce(created_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
