@@ -75,7 +75,17 @@ pub struct WebhookAnswer {
 }
 
 fn webhook_outcome() -> utoipa::openapi::Object {
-    crate::store::string_enum(&["applied", "duplicate", "stale", "tombstoned", "ignored"], false)
+    crate::store::string_enum(
+        &[
+            "applied",
+            "duplicate",
+            "stale",
+            "tombstoned",
+            "ignored",
+            "wrong_instance",
+        ],
+        false,
+    )
 }
 
 /// Response bodies whose every key is always present: the rows and pages serialize every field (an empty one as
