@@ -73,6 +73,8 @@ pub struct Shared {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// The Clerk instance the database mirrors: webhooks of another are not applied.
     pub pin: Arc<crate::clerk::pin::InstancePin>,
+    /// Webhooks refused for their signature, counted for `clerk-sync doctor` without a write per request.
+    pub refusals: Arc<crate::store::refusals::Refusals>,
 }
 
 pub fn router(state: AppState) -> Router {

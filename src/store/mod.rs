@@ -7,10 +7,12 @@
 
 pub mod backfill;
 pub mod changes;
+pub mod diagnostics;
 mod error;
 pub mod instance;
 mod postgres;
 pub mod prune;
+pub mod refusals;
 mod rows;
 mod sanitize;
 mod sql;
