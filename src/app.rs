@@ -16,8 +16,12 @@ use crate::clerk::{ClerkClient, JwtVerifier};
 use crate::config::Settings;
 use crate::http::{router, AppState, Shared};
 use crate::store::writer::{Writer, WriterOptions};
-use crate::store::{Db, Store, StoreError};
+use crate::store::{Db, StoreError};
 use crate::webhook::Verifier;
+
+mod upkeep;
+
+use upkeep::{prune_changes, prune_deliveries, upkeep};
 
 /// Why the daemon could not start (or stopped); [`StartError::exit_code`] maps it to a process exit code.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +180,7 @@ impl Application {
             feed,
             streams: Arc::new(tokio::sync::Semaphore::new(settings.changes.max_streams)),
             pin,
+            refusals: Arc::new(crate::store::refusals::Refusals::new()),
         });
         Ok(Application {
             listener,
@@ -267,11 +272,13 @@ impl Application {
             }
             _ => None,
         };
+        let refusals = state.refusals.clone();
         let upkeep = tokio::spawn(upkeep(
             metrics.clone(),
             state.cache.clone(),
             db.clone(),
             state.pin.clone(),
+            refusals.clone(),
         ));
         let metrics_server = tokio::spawn(async move {
             let router = axum::Router::new().route(
@@ -338,26 +345,15 @@ impl Application {
         if tokio::time::timeout_at(until, writer_task).await.is_err() {
             tracing::warn!("the writer did not finish in time");
         }
+        // Refusals counted since the last write would otherwise be lost with the process; within the same deadline.
+        match tokio::time::timeout_at(until, refusals.write(&db, true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record refused webhooks"),
+            Err(_) => tracing::warn!("no time left to record refused webhooks"),
+        }
         db.close().await;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Keeps the exporter's histograms bounded and the gauges that are sampled rather than pushed current.
-async fn upkeep(handle: PrometheusHandle, cache: UserCache, db: Arc<Db>, pin: Arc<InstancePin>) {
-    let mut every = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        every.tick().await;
-        handle.run_upkeep();
-        cache.report().await;
-        // `clerk-sync pin --replace` (or another replica's first contact) changes the pin under a running daemon.
-        if let Err(e) = pin.refresh().await {
-            tracing::debug!(error = %e, "could not read the pinned Clerk instance");
-        }
-        let ready = tokio::time::timeout(Duration::from_secs(4), db.check_ready()).await;
-        let ready = matches!(ready, Ok(Ok(())));
-        metrics::gauge!(crate::telemetry::metrics::READY).set(if ready { 1.0 } else { 0.0 });
     }
 }
 
@@ -377,32 +373,6 @@ async fn check_pin(pin: &InstancePin, clerk: &ClerkClient) -> Result<(), StartEr
         Err(_) => {
             tracing::warn!("Clerk did not say within 10 s which instance CLERK_SECRET_KEY belongs to; a reconcile checks before it writes");
             Ok(())
-        }
-    }
-}
-
-/// Drops changes older than `changes.retention_hours` from the feed.
-async fn prune_changes(db: Arc<Db>, retention: Duration, interval: Duration) {
-    let mut every = tokio::time::interval(interval);
-    loop {
-        every.tick().await;
-        match db.prune_changes(retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "pruned old changes from the feed"),
-            Err(e) => tracing::warn!(error = %e, "could not prune the change feed"),
-        }
-    }
-}
-
-/// Forgets processed svix ids after the retention, keeping the deliveries table small.
-async fn prune_deliveries(db: Arc<Db>, retention: Duration, interval: Duration) {
-    let mut every = tokio::time::interval(interval);
-    loop {
-        every.tick().await;
-        match db.prune_deliveries(retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "pruned old delivery records"),
-            Err(e) => tracing::warn!(error = %e, "could not prune delivery records"),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod clerk;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod feed;
 pub mod http;
 pub mod store;

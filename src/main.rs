@@ -58,6 +58,13 @@ enum Command {
         /// The run's id, as its summary and log line print it (prune-YYYYMMDD-HHMMSS-xxxx).
         run: Option<String>,
     },
+    /// Check the setup (signing secret, database, webhooks received, Clerk key, drift, feed) and say what to fix;
+    /// exit 1 when a check fails.
+    Doctor {
+        /// Print one JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a realistic Clerk event with the configured secret and POST it to a running daemon.
     SendTestEvent {
         /// user.created|updated|deleted, organization.created|updated|deleted or
@@ -89,29 +96,45 @@ fn main() -> ExitCode {
     }
     let json_logs = std::env::var("CLERK_SYNC_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
-    let telemetry = telemetry::init(json_logs, otlp.as_deref());
+    let telemetry = match cli.command {
+        Some(Command::Doctor { .. }) => telemetry::init_with(json_logs, otlp.as_deref(), "error"),
+        _ => telemetry::init(json_logs, otlp.as_deref()),
+    };
     // Variables set to an empty value count as unset, as in `Settings::load`.
     let set_vars: Vec<String> = std::env::vars_os()
         .filter(|(_, v)| !v.is_empty())
         .filter_map(|(k, _)| k.into_string().ok())
         .collect();
-    let loaded = check_env_names(set_vars.iter().map(String::as_str))
-        .and_then(|()| Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()));
-    let code = match loaded {
-        Ok(settings) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)),
+    let env = |k: &str| std::env::var(k).ok();
+    let code = match cli.command {
+        // The doctor reports a configuration it cannot load as a failed check, and goes on past a bad secret.
+        Some(Command::Doctor { json }) => {
+            let loaded = clerk_sync::doctor::load(cli.config.as_deref(), &set_vars, &env);
+            block_on(clerk_sync::doctor::run(loaded, json))
+        }
+        command => match check_env_names(set_vars.iter().map(String::as_str))
+            .and_then(|()| Settings::load(cli.config.as_deref(), &env))
+        {
+            Ok(settings) => block_on(run(command.unwrap_or(Command::Serve), settings)),
             Err(e) => {
-                eprintln!("clerk-sync: cannot start the async runtime: {e}");
-                70
+                eprintln!("clerk-sync: {e}");
+                commands::EX_CONFIG
             }
         },
-        Err(e) => {
-            eprintln!("clerk-sync: {e}");
-            commands::EX_CONFIG
-        }
     };
     telemetry.shutdown();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs `work` on a multi-threaded runtime; 70 when there is none.
+fn block_on(work: impl std::future::Future<Output = i32>) -> i32 {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("clerk-sync: cannot start the async runtime: {e}");
+            70
+        }
+    }
 }
 
 async fn run(command: Command, settings: Settings) -> i32 {
@@ -143,5 +166,13 @@ async fn run(command: Command, settings: Settings) -> i32 {
             url,
         } => commands::send_test_event(settings, event_type, user_id, url).await,
         Command::Openapi => commands::openapi(),
+        // Handled in `main` (it loads the configuration its own way); kept whole here all the same.
+        Command::Doctor { json } => {
+            let loaded = clerk_sync::doctor::Loaded {
+                settings: Ok(settings),
+                secret_problem: None,
+            };
+            clerk_sync::doctor::run(loaded, json).await
+        }
     }
 }

@@ -53,12 +53,18 @@ pub async fn every(backfill: Backfill, every: Duration, prune: bool) {
                     }
                 }
             }
-            Err(super::BackfillError::PruneRefused(why)) => tracing::error!(
-                refusal = why.as_str(),
-                "reconcile.prune refused: nothing was tombstoned (clerk_sync_prune_refused_total, alert \
-                 ClerkSyncPruneRefused); every reconcile refuses until the cause is gone or a backfill --prune \
-                 --max-prune N run allows it"
-            ),
+            Err(super::BackfillError::PruneRefused(why)) => {
+                tracing::error!(
+                    refusal = why.as_str(),
+                    "reconcile.prune refused: nothing was tombstoned (clerk_sync_prune_refused_total, alert \
+                     ClerkSyncPruneRefused); every reconcile refuses until the cause is gone or a backfill --prune \
+                     --max-prune N run allows it"
+                );
+                // For `clerk-sync doctor`: one row per refused run, which comes at most once per interval.
+                if let Err(e) = backfill.db.add_refusals(crate::store::refusals::PRUNE_REFUSED, 1).await {
+                    tracing::warn!(error = %e, "could not record the refused prune");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "reconcile failed; the next one continues where it stopped"),
         }
         lock.release().await;

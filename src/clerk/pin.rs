@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::{ClerkClient, ClerkError};
+use super::{ClerkClient, ClerkError, ClerkInstance};
 use crate::store::instance::Pinned;
 use crate::store::{Db, StoreError};
 
@@ -104,40 +104,20 @@ impl InstancePin {
         if self.key_checked.load(Ordering::Acquire) {
             return Ok(());
         }
-        if let (Some(pin), Some(key_env)) = (self.pinned(), clerk.key_environment()) {
-            if let Some(pinned_env) = pin.environment.as_deref() {
-                if is_other_environment(pinned_env, key_env) {
-                    return Err(PinError::OtherEnvironment {
-                        pinned: pin.instance_id,
-                        pinned_env: pinned_env.to_owned(),
-                        key_env,
-                        prefix: if key_env == "development" {
-                            "sk_test_"
-                        } else {
-                            "sk_live_"
-                        },
-                    });
-                }
-            }
+        if let Some(refusal) = self
+            .pinned()
+            .and_then(|pin| environment_refusal(&pin, clerk.key_environment()))
+        {
+            return Err(refusal);
         }
         let instance = clerk.instance().await?;
         let stands = self
             .db
             .pin_instance(&instance.id, Some(&instance.environment_type), "key")
             .await?;
-        if stands.instance_id != instance.id {
-            let pinned_env = stands
-                .environment
-                .clone()
-                .unwrap_or_else(|| "environment unknown".into());
-            let pinned = stands.instance_id.clone();
+        if let Some(refusal) = instance_refusal(&stands, &instance) {
             self.set(Some(stands));
-            return Err(PinError::OtherInstance {
-                pinned,
-                pinned_env,
-                key_instance: instance.id,
-                key_env: instance.environment_type,
-            });
+            return Err(refusal);
         }
         self.set(Some(stands));
         self.key_checked.store(true, Ordering::Release);
@@ -165,6 +145,32 @@ impl InstancePin {
         self.set(Some(stands));
         Ok(admitted)
     }
+}
+
+/// The refusal a key whose prefix names environment `key_env` meets on a database pinned to `pin`, known without
+/// asking Clerk (`clerk-sync doctor` asks the same).
+pub fn environment_refusal(pin: &Pinned, key_env: Option<&'static str>) -> Option<PinError> {
+    let (pinned_env, key_env) = (pin.environment.as_deref()?, key_env?);
+    is_other_environment(pinned_env, key_env).then(|| PinError::OtherEnvironment {
+        pinned: pin.instance_id.clone(),
+        pinned_env: pinned_env.to_owned(),
+        key_env,
+        prefix: if key_env == "development" {
+            "sk_test_"
+        } else {
+            "sk_live_"
+        },
+    })
+}
+
+/// The refusal a key of `instance` meets on a database pinned to `pin`.
+pub fn instance_refusal(pin: &Pinned, instance: &ClerkInstance) -> Option<PinError> {
+    (pin.instance_id != instance.id).then(|| PinError::OtherInstance {
+        pinned: pin.instance_id.clone(),
+        pinned_env: pin.environment.clone().unwrap_or_else(|| "environment unknown".into()),
+        key_instance: instance.id.clone(),
+        key_env: instance.environment_type.clone(),
+    })
 }
 
 /// Development and production are told apart by the key's prefix; any other environment Clerk names is not.

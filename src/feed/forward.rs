@@ -18,7 +18,7 @@ use crate::store::{Db, Lookup, Store};
 use crate::telemetry::metrics;
 
 /// The cursor's name in `clerk_sync_forward` and the lock's across replicas.
-const NAME: &str = "forward";
+pub const NAME: &str = "forward";
 /// Changes read per query.
 const PAGE: i64 = 100;
 

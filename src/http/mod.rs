@@ -76,6 +76,8 @@ pub struct Shared {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// The Clerk instance the database mirrors: webhooks of another are not applied.
     pub pin: Arc<crate::clerk::pin::InstancePin>,
+    /// Webhooks refused for their signature, counted for `clerk-sync doctor` without a write per request.
+    pub refusals: Arc<crate::store::refusals::Refusals>,
 }
 
 /// Every route with its description: the router and the OpenAPI document are both made from this.

@@ -71,6 +71,7 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let verified = verified.map_err(|e| {
         tracing::warn!(error = %e, "webhook refused: signature did not verify");
         count("unknown", outcome::INVALID_SIGNATURE);
+        state.refusals.bad_signature();
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_signature",

@@ -24,10 +24,12 @@ macro_rules! on_pool {
 
 pub mod backfill;
 pub mod changes;
+pub mod diagnostics;
 mod error;
 pub mod instance;
 mod postgres;
 pub mod prune;
+pub mod refusals;
 mod rows;
 mod sanitize;
 mod sql;

@@ -17,7 +17,7 @@ pub(super) mod rls;
 mod tombstones;
 mod write;
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 #[derive(Clone, Debug)]
 pub struct PgStore {

@@ -31,7 +31,13 @@ impl TelemetryGuard {
 
 /// Installs the global tracing subscriber. `json` selects JSON logs; `otlp_endpoint` enables span export.
 pub fn init(json: bool, otlp_endpoint: Option<&str>) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    init_with(json, otlp_endpoint, "info,sqlx=warn")
+}
+
+/// [`init`] with another filter when `RUST_LOG` is unset (`clerk-sync doctor` logs only errors: its report says
+/// the rest).
+pub fn init_with(json: bool, otlp_endpoint: Option<&str>, default_filter: &str) -> TelemetryGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
     let mut export_error = None;

@@ -37,6 +37,7 @@ mod profile;
 mod properties;
 mod prune_orgs;
 mod prune_safety;
+mod refusals;
 mod replicas;
 mod rls;
 mod rls_closed;

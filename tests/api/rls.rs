@@ -396,6 +396,7 @@ async fn enabling_is_idempotent_and_follows_the_columns() {
             "rls clerk_sync_deliveries forced=false",
             "rls clerk_sync_forward forced=false",
             "rls clerk_sync_instance forced=false",
+            "rls clerk_sync_refusals forced=false",
             "rls clerk_sync_tombstones forced=false",
             "rls organization_memberships forced=false",
             "rls organizations forced=false",

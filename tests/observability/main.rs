@@ -10,6 +10,7 @@ mod backfill_cli;
 mod common;
 mod daemon;
 mod dashboards;
+mod doctor;
 mod forwarding;
 #[path = "../support/ids.rs"]
 mod ids;

@@ -18,7 +18,7 @@ use super::sql::{BatchTx, FeedRow, Lift, NewDelivery, NewMembership, NewOrganiza
 use super::{apply_all, Change, Kind, Lookup, MembersOf, MembershipCursor, MembershipRow, Outcome, Store, StoreError};
 use crate::config::DatabaseSettings;
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// ISO-8601 UTC with milliseconds, the format of every timestamp column in the SQLite schema.
 macro_rules! now {
