@@ -12,6 +12,7 @@ use super::{apply_all, Change, Kind, Lookup, MembersOf, MembershipCursor, Member
 use crate::config::DatabaseSettings;
 
 mod adopt_check;
+mod fast;
 mod read;
 pub(super) mod rls;
 mod tombstones;
@@ -176,6 +177,12 @@ async fn notifier(pool: PgPool, mut seqs: tokio::sync::watch::Receiver<i64>) {
 
 impl Store for PgStore {
     async fn apply(&self, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
+        if let Some(users) = fast::users(batch) {
+            if let Some((outcomes, seq)) = fast::apply(&self.pool, &users, self.feed).await? {
+                self.notify(seq);
+                return Ok(outcomes);
+            }
+        }
         let mut tx = self.pool.begin().await?;
         let (outcomes, seq) = self.apply_in(&mut tx, batch).await?;
         tx.commit().await?;

@@ -47,4 +47,5 @@ mod slow_clients;
 mod spec_payloads;
 mod sync;
 mod webhooks;
+mod write_batch;
 mod write_path;
