@@ -13,6 +13,7 @@ mod dashboards;
 mod forwarding;
 #[path = "../support/ids.rs"]
 mod ids;
+mod logs;
 mod metrics_endpoint;
 mod otlp;
 mod prometheus;
