@@ -133,7 +133,7 @@ async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, WriteE
         }
         _ => {
             let clerk_id = event.clerk_id().unwrap_or_default().to_owned();
-            let span = tracing::debug_span!(target: crate::telemetry::REQUEST_TARGET, "record_actor", clerk_id);
+            let span = tracing::debug_span!(target: crate::telemetry::SPAN_TARGET, "record_actor", clerk_id);
             state.actors.apply_webhook(clerk_id, event).instrument(span).await
         }
     }

@@ -63,7 +63,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let id = request_id(request.headers());
     // `debug`: not in the default log (a webhook has its own line), but exported whenever OTLP is on.
     let span = tracing::debug_span!(
-        target: super::REQUEST_TARGET,
+        target: super::SPAN_TARGET,
         "http_request",
         otel.kind = "server",
         otel.name = format!("{method} {route}"),

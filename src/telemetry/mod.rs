@@ -1,8 +1,8 @@
 //! Logs, traces and metrics.
 //!
 //! Logs are human-readable by default and JSON with `CLERK_SYNC_LOG_FORMAT=json`; `RUST_LOG` filters them. At
-//! the default `info` a webhook leaves one line (its type, record, outcome and delivery); per-request spans are
-//! `debug`.
+//! the default `info` a webhook leaves one line (its type, record, outcome and delivery); the spans of a trace are
+//! `debug` (target [`SPAN_TARGET`]).
 //! Spans are exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set: the SDK would otherwise
 //! default to localhost, so the gate is ours.
 
@@ -32,10 +32,11 @@ impl TelemetryGuard {
     }
 }
 
-/// The target of the per-request spans (`http_request`, `record_actor`). They are `debug` for logs, so the default
-/// log has one line per webhook and nothing else per request; the OTLP layer enables them whatever `RUST_LOG`
-/// says, because a trace without its request span has no root and cannot continue the caller's trace.
-pub const REQUEST_TARGET: &str = "clerk_sync::request";
+/// The target of the spans that make a trace (`http_request`, `record_actor`, `write_batch`). They are `debug`
+/// for logs, so the default log has one line per webhook and nothing else per request, and a disabled span costs
+/// nothing; the OTLP layer enables them whatever `RUST_LOG` says, because a trace without its request span has no
+/// root and cannot continue the caller's trace.
+pub const SPAN_TARGET: &str = "clerk_sync::span";
 
 /// `RUST_LOG`, or the default when it is unset or empty (an empty variable counts as unset, as in the config).
 fn log_filter() -> EnvFilter {
@@ -91,7 +92,7 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>) -> TelemetryGuard {
     let _ = match &provider {
         Some(p) => {
             let spans = log_filter().add_directive(
-                format!("{REQUEST_TARGET}=debug")
+                format!("{SPAN_TARGET}=debug")
                     .parse()
                     .unwrap_or_else(|_| LevelFilter::INFO.into()),
             );
