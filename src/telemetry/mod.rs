@@ -47,7 +47,9 @@ fn log_filter() -> EnvFilter {
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER))
 }
 
-const DEFAULT_FILTER: &str = "info,sqlx=warn";
+/// ractor wraps every actor's message loop in an `info` span ("Actor"), entered and left on each message: at
+/// `info` that cost every webhook a few thousand instructions for a span no log line shows.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,ractor=warn";
 
 /// Colour only on a terminal: escapes in a file or a journal are noise (and ~200 bytes a line). `NO_COLOR`
 /// (no-color.org) turns it off on a terminal too.
