@@ -1,4 +1,5 @@
-//! The real daemon binary as a child process on loopback, its databases, and its memory as the kernel sees it.
+//! The real daemon binary as a child process on loopback (as shipped, its log in a file), its databases, and its
+//! memory as the kernel sees it.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,6 +49,9 @@ impl PgDatabase {
 pub struct Daemon {
     child: Child,
     pub port: u16,
+    /// Its stderr, as a service manager would keep it: a file, never a terminal.
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -58,19 +62,13 @@ fn free_port() -> u16 {
 }
 
 impl Daemon {
-    /// Logging errors only, to the benchmark's stderr.
+    /// The daemon as shipped (default configuration and logging, `RUST_LOG` unset) plus `extra` variables, its
+    /// output going to a file.
     pub async fn start(database_url: &str, extra: &[(&str, String)]) -> Daemon {
-        Daemon::launch(database_url, extra, true).await
-    }
-
-    /// Default configuration and default logging (`info`, one line per webhook); the lines are thrown away,
-    /// after the daemon paid for writing them.
-    pub async fn start_as_shipped(database_url: &str) -> Daemon {
-        Daemon::launch(database_url, &[], false).await
-    }
-
-    async fn launch(database_url: &str, extra: &[(&str, String)], errors_only: bool) -> Daemon {
         let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("clerk-sync.log");
+        let out = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_clerk-sync"));
         command
             .env_clear()
@@ -80,17 +78,18 @@ impl Daemon {
             .env("CLERK_SYNC_API_TOKENS", TOKEN)
             .env("CLERK_SYNC_LISTEN", format!("127.0.0.1:{port}"))
             .env("CLERK_SYNC_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .stdout(Stdio::null());
-        if errors_only {
-            command.env("RUST_LOG", "error").stderr(Stdio::inherit());
-        } else {
-            command.stderr(Stdio::null());
-        }
+            .stdout(Stdio::null())
+            .stderr(out);
         for (k, v) in extra {
             command.env(k, v);
         }
         let child = command.spawn().expect("the daemon binary starts");
-        let daemon = Daemon { child, port };
+        let daemon = Daemon {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
         let started = Instant::now();
         loop {
             let ready = crate::client::drive(
@@ -105,11 +104,33 @@ impl Daemon {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "the daemon did not become ready"
+                "the daemon did not become ready; its log:\n{}",
+                daemon.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         daemon
+    }
+
+    /// As shipped, nothing added.
+    pub async fn start_as_shipped(database_url: &str) -> Daemon {
+        Daemon::start(database_url, &[]).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Bytes of log written so far.
+    pub fn log_bytes(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
     }
 
     /// (VmHWM, VmRSS) in MiB.

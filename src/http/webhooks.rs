@@ -98,8 +98,10 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
         }
     };
     let (event_type, event_ms) = (event.event_type().to_owned(), event.timestamp_ms());
-    if let Some(clerk_id) = event.clerk_id() {
-        tracing::Span::current().record("clerk_id", clerk_id);
+    // Kept for the webhook's log line; `event` goes to the user's lane.
+    let (svix_id, clerk_id) = (event.svix_id().to_owned(), event.clerk_id().map(str::to_owned));
+    if let Some(clerk_id) = &clerk_id {
+        tracing::Span::current().record("clerk_id", clerk_id.as_str());
     }
     if let Some(instance) = event.instance_id() {
         let admitted = state.pin.admits_webhook(instance).await.map_err(|e| {
@@ -135,7 +137,14 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
         Outcome::Recorded(_) => outcome::IGNORED,
     };
     count(&event_type, answer);
-    tracing::info!(event_type, outcome = ?outcome, "webhook processed");
+    // The one line a webhook leaves at `info`: which record this path created or changed (or why not).
+    tracing::info!(
+        event_type = %event_type,
+        clerk_id = %clerk_id.as_deref().unwrap_or("-"),
+        outcome = %change(&outcome),
+        svix_id = %svix_id,
+        "webhook"
+    );
     let body = match &outcome {
         Outcome::Duplicate(_) => "duplicate",
         other => other.delivery_outcome(),
@@ -191,9 +200,25 @@ async fn apply(state: &AppState, event: VerifiedEvent) -> Result<Outcome, WriteE
         }
         _ => {
             let clerk_id = event.clerk_id().unwrap_or_default().to_owned();
-            let span = tracing::info_span!("record_actor", clerk_id);
+            let span = tracing::debug_span!(target: crate::telemetry::SPAN_TARGET, "record_actor", clerk_id);
             state.actors.apply_webhook(clerk_id, event).instrument(span).await
         }
+    }
+}
+
+/// What the webhook did to its record, for its log line: `created`, `updated`, `deleted`, `stale`, `tombstoned`,
+/// `duplicate`, `ignored`, `invalid_payload` or `wrong_instance`.
+fn change(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Created => "created",
+        Outcome::Updated => "updated",
+        Outcome::Deleted => "deleted",
+        Outcome::Stale => "stale",
+        Outcome::Tombstoned => "tombstoned",
+        Outcome::Duplicate(_) => "duplicate",
+        Outcome::Recorded(RecordOnly::Ignored) => "ignored",
+        Outcome::Recorded(RecordOnly::InvalidPayload) => "invalid_payload",
+        Outcome::Recorded(RecordOnly::WrongInstance) => "wrong_instance",
     }
 }
 

@@ -182,7 +182,7 @@ async fn run<S: Store>(
         if queue.recv_many(&mut buffer, max_batch).await == 0 {
             break;
         }
-        let span = tracing::info_span!("write_batch", changes = buffer.len());
+        let span = tracing::debug_span!(target: crate::telemetry::SPAN_TARGET, "write_batch", changes = buffer.len());
         for job in &buffer {
             span.follows_from(&job.span);
         }

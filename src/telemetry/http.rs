@@ -61,7 +61,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let id = request_id(request.headers());
-    let span = tracing::info_span!(
+    // `debug`: not in the default log (a webhook has its own line), but exported whenever OTLP is on.
+    let span = tracing::debug_span!(
+        target: super::SPAN_TARGET,
         "http_request",
         otel.kind = "server",
         otel.name = format!("{method} {route}"),
@@ -72,9 +74,11 @@ pub async fn observe(request: Request, next: Next) -> Response {
         svix_id = tracing::field::Empty,
         clerk_id = tracing::field::Empty,
     );
-    // W3C traceparent: continue the caller's trace.
-    let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
-    let _ = span.set_parent(parent);
+    if !span.is_disabled() {
+        // W3C traceparent: continue the caller's trace.
+        let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
+        let _ = span.set_parent(parent);
+    }
 
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();

@@ -123,6 +123,15 @@ impl Daemon {
     /// Starts the daemon on `database_url` with a fake Clerk at `clerk_url`, plus `extra_env`, and waits until
     /// `/readyz` answers 200 (at most 30 s).
     pub async fn start(database_url: &str, clerk_url: &str, extra_env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(database_url, clerk_url, extra_env, false).await
+    }
+
+    /// The same with logging as shipped: `RUST_LOG` and `NO_COLOR` unset, output to a file.
+    pub async fn start_as_shipped(database_url: &str, clerk_url: &str, extra_env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(database_url, clerk_url, extra_env, true).await
+    }
+
+    async fn launch(database_url: &str, clerk_url: &str, extra_env: &[(&str, &str)], shipped: bool) -> Daemon {
         let dir = tempfile::TempDir::new().expect("cannot create a temporary directory");
         let (port, metrics_port) = (free_port(), free_port());
         let secret = new_secret();
@@ -131,9 +140,12 @@ impl Daemon {
         for key in inherited_to_remove() {
             command.env_remove(key);
         }
+        if shipped {
+            command.env_remove("RUST_LOG").env_remove("NO_COLOR");
+        } else {
+            command.env("RUST_LOG", "info,sqlx=warn").env("NO_COLOR", "1");
+        }
         command
-            .env("RUST_LOG", "info,sqlx=warn")
-            .env("NO_COLOR", "1")
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("DATABASE_URL", database_url)
             .env("CLERK_WEBHOOK_SIGNING_SECRET", &secret)

@@ -14,6 +14,7 @@ mod doctor;
 mod forwarding;
 #[path = "../support/ids.rs"]
 mod ids;
+mod logs;
 mod metrics_endpoint;
 mod otlp;
 mod prometheus;
