@@ -110,3 +110,18 @@ BEGIN
     ORDER BY i.n;
 END
 $apply$;
+
+-- Only the daemon (the function's owner, the role that migrates) calls it. PUBLIC may execute a new function by
+-- default, and Supabase grants its Data API roles EXECUTE on new functions too: an RPC must not write users.
+REVOKE ALL ON FUNCTION clerk_sync_apply_users FROM PUBLIC;
+DO $revoke$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE ALL ON FUNCTION clerk_sync_apply_users FROM %I', r);
+        END IF;
+    END LOOP;
+END
+$revoke$;

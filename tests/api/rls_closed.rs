@@ -128,4 +128,15 @@ async fn anon_holds_nothing_and_authenticated_only_reads_the_synced_tables() {
         1,
         "nothing was removed"
     );
+    // Nor may they call the daemon's batch function (an RPC through the Data API).
+    for role in ["anon", "authenticated"] {
+        let may = app
+            .db
+            .int(&format!(
+                "SELECT count(*) FROM pg_proc p WHERE p.proname = 'clerk_sync_apply_users' \
+                 AND has_function_privilege('{role}', p.oid, 'EXECUTE')"
+            ))
+            .await;
+        assert_eq!(may, 0, "{role} may execute clerk_sync_apply_users");
+    }
 }
