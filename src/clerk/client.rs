@@ -99,15 +99,15 @@ impl ClerkClient {
 
     /// `GET /v1/users/{id}`.
     pub async fn get_user(&self, id: &str) -> Result<ClerkUser, ClerkError> {
-        let value = self.get_json("get_user", &format!("/v1/users/{id}")).await?;
-        ClerkUser::from_value(value).map_err(|e| ClerkError::Malformed(e.to_string()))
+        let raw: Box<serde_json::value::RawValue> = self.get_json("get_user", &format!("/v1/users/{id}")).await?;
+        ClerkUser::from_raw(&raw).map_err(|e| ClerkError::Malformed(e.to_string()))
     }
 
     /// `GET /v1/organizations/{id}`, with its members count.
     pub async fn get_organization(&self, id: &str) -> Result<ClerkOrganization, ClerkError> {
         let path = format!("/v1/organizations/{id}?include_members_count=true");
-        let value = self.get_json("get_organization", &path).await?;
-        ClerkOrganization::from_value(value).map_err(|e| ClerkError::Malformed(e.to_string()))
+        let raw: Box<serde_json::value::RawValue> = self.get_json("get_organization", &path).await?;
+        ClerkOrganization::from_raw(&raw).map_err(|e| ClerkError::Malformed(e.to_string()))
     }
 
     /// `GET /v1/instance`: which Clerk instance the secret key belongs to.

@@ -2,7 +2,7 @@
 //! memberships of one organization.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{ClerkClient, ClerkError, ClerkMembership, ClerkOrganization, ClerkUser};
 
@@ -29,7 +29,7 @@ struct Count {
 /// The `{data, total_count}` answer of Clerk's organization lists (not the bare array of `GET /v1/users`).
 #[derive(Deserialize)]
 struct Paginated {
-    data: Vec<Value>,
+    data: Vec<Box<RawValue>>,
     total_count: u64,
 }
 
@@ -37,8 +37,8 @@ impl ClerkClient {
     /// One page of users in ascending `created_at` order, starting after `cursor` (`None`: from the start).
     /// Clerk answers a bare JSON array.
     pub async fn list_users(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Vec<ClerkUser>, ClerkError> {
-        let values: Vec<Value> = self.get_json("list_users", &users_path(cursor, limit)).await?;
-        parse(values, ClerkUser::from_value)
+        let values: Vec<Box<RawValue>> = self.get_json("list_users", &users_path(cursor, limit)).await?;
+        parse(values, ClerkUser::from_raw)
     }
 
     /// Which of `ids` (at most [`BY_ID`]) Clerk has: `GET /v1/users?user_id=…` (the list filtered by id), one
@@ -51,8 +51,8 @@ impl ClerkClient {
             path.push_str("&user_id=");
             path.push_str(&encode(id));
         }
-        let values: Vec<Value> = self.get_json("users_by_id", &path).await?;
-        let users = parse(values, ClerkUser::from_value)?;
+        let values: Vec<Box<RawValue>> = self.get_json("users_by_id", &path).await?;
+        let users = parse(values, ClerkUser::from_raw)?;
         if let Some(stranger) = users.iter().find(|u| !ids.contains(&u.id.as_str())) {
             return Err(ClerkError::Malformed(format!(
                 "asked for {} users by id, Clerk answered {} too: the user_id filter was not applied",
@@ -76,7 +76,7 @@ impl ClerkClient {
             limit.clamp(1, PAGE_SIZE)
         );
         let page: Paginated = self.get_json("list_organizations", &path).await?;
-        let organizations = parse(page.data, ClerkOrganization::from_value)?;
+        let organizations = parse(page.data, ClerkOrganization::from_raw)?;
         Ok((organizations, page.total_count))
     }
 
@@ -94,7 +94,7 @@ impl ClerkClient {
             limit.clamp(1, PAGE_SIZE)
         );
         let page: Paginated = self.get_json("list_memberships", &path).await?;
-        let memberships = parse(page.data, ClerkMembership::from_value)?;
+        let memberships = parse(page.data, ClerkMembership::from_raw)?;
         Ok((memberships, page.total_count))
     }
 
@@ -134,10 +134,13 @@ impl ClerkError {
 
 /// Every object of a page, or the page is malformed (a walk never skips an object it cannot read: `--prune`
 /// would then tombstone it).
-fn parse<T>(values: Vec<Value>, from_value: fn(Value) -> Result<T, serde_json::Error>) -> Result<Vec<T>, ClerkError> {
+fn parse<T>(
+    values: Vec<Box<RawValue>>,
+    from_raw: fn(&RawValue) -> Result<T, serde_json::Error>,
+) -> Result<Vec<T>, ClerkError> {
     values
         .into_iter()
-        .map(from_value)
+        .map(|raw| from_raw(&raw))
         .collect::<Result<_, _>>()
         .map_err(|e| ClerkError::Malformed(e.to_string()))
 }

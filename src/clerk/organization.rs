@@ -2,11 +2,12 @@
 //! `organizationMembership.*` events, and the Backend API's).
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::timestamp::{millis, millis_opt};
 use super::user::{blank_to_none, storable_ms};
-use crate::store::{MembershipData, OrganizationData};
+use crate::store::{MembershipData, OrganizationData, RawJson};
 
 /// The fields of an organization stored in columns; the whole object goes to `data`.
 #[derive(Clone, Debug, Deserialize)]
@@ -15,7 +16,7 @@ pub struct ClerkOrganization {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub image_url: Option<String>,
-    pub public_metadata: Option<Value>,
+    pub public_metadata: Option<RawJson>,
     /// Present only when Clerk was asked for it (`include_members_count`).
     pub members_count: Option<i64>,
     /// Milliseconds, whether Clerk sent seconds or milliseconds (as for every timestamp).
@@ -24,15 +25,23 @@ pub struct ClerkOrganization {
     #[serde(deserialize_with = "millis")]
     pub updated_at: i64,
     #[serde(skip)]
-    pub raw: Option<Value>,
+    pub raw: Option<RawJson>,
 }
 
 impl ClerkOrganization {
-    /// Reads the organization from Clerk's JSON and keeps that JSON for the `data` column.
-    pub fn from_value(value: Value) -> Result<ClerkOrganization, serde_json::Error> {
-        let mut organization = ClerkOrganization::deserialize(&value)?;
-        organization.raw = Some(value);
+    /// Reads the organization from Clerk's JSON text and keeps that text for the `data` column.
+    pub fn from_raw(raw: &RawValue) -> Result<ClerkOrganization, serde_json::Error> {
+        if !crate::store::nesting_within_limit(raw.get()) {
+            return Err(serde::de::Error::custom("nested too deeply"));
+        }
+        let mut organization: ClerkOrganization = serde_json::from_str(raw.get())?;
+        organization.raw = Some(RawJson::from_raw(raw));
         Ok(organization)
+    }
+
+    /// [`ClerkOrganization::from_raw`] of a parsed value.
+    pub fn from_value(value: Value) -> Result<ClerkOrganization, serde_json::Error> {
+        ClerkOrganization::from_raw(&serde_json::value::to_raw_value(&value)?)
     }
 
     pub fn into_data(self) -> OrganizationData {
@@ -58,7 +67,7 @@ pub struct PublicUserData {
 }
 
 /// The fields of a membership stored in columns; the whole object goes to `data`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct ClerkMembership {
     pub id: String,
     pub role: Option<String>,
@@ -66,21 +75,46 @@ pub struct ClerkMembership {
     pub organization: ClerkOrganization,
     /// The member. Clerk's spec does not require it; without it there is no row to write.
     pub public_user_data: Option<PublicUserData>,
-    #[serde(default, deserialize_with = "millis_opt")]
     pub created_at: Option<i64>,
-    #[serde(deserialize_with = "millis")]
     pub updated_at: i64,
-    #[serde(skip)]
-    pub raw: Option<Value>,
+    pub raw: Option<RawJson>,
+}
+
+/// A membership as Clerk's JSON holds it, its organization still as text.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    id: String,
+    role: Option<String>,
+    #[serde(borrow)]
+    organization: &'a RawValue,
+    public_user_data: Option<PublicUserData>,
+    #[serde(default, deserialize_with = "millis_opt")]
+    created_at: Option<i64>,
+    #[serde(deserialize_with = "millis")]
+    updated_at: i64,
 }
 
 impl ClerkMembership {
-    /// Reads the membership (and its embedded organization) from Clerk's JSON, keeping both JSONs.
+    /// Reads the membership (and its embedded organization) from Clerk's JSON text, keeping both texts.
+    pub fn from_raw(raw: &RawValue) -> Result<ClerkMembership, serde_json::Error> {
+        if !crate::store::nesting_within_limit(raw.get()) {
+            return Err(serde::de::Error::custom("nested too deeply"));
+        }
+        let fields: Fields = serde_json::from_str(raw.get())?;
+        Ok(ClerkMembership {
+            id: fields.id,
+            role: fields.role,
+            organization: ClerkOrganization::from_raw(fields.organization)?,
+            public_user_data: fields.public_user_data,
+            created_at: fields.created_at,
+            updated_at: fields.updated_at,
+            raw: Some(RawJson::from_raw(raw)),
+        })
+    }
+
+    /// [`ClerkMembership::from_raw`] of a parsed value.
     pub fn from_value(value: Value) -> Result<ClerkMembership, serde_json::Error> {
-        let mut membership = ClerkMembership::deserialize(&value)?;
-        membership.organization.raw = value.get("organization").cloned();
-        membership.raw = Some(value);
-        Ok(membership)
+        ClerkMembership::from_raw(&serde_json::value::to_raw_value(&value)?)
     }
 
     /// The membership's columns, and the embedded organization's, marked as a copy (`embedded`): applied when
@@ -127,11 +161,14 @@ mod tests {
         assert_eq!(membership.organization_clerk_id, "org_2xyz");
         assert_eq!(membership.user_clerk_id, "user_2def");
         assert_eq!(membership.role.as_deref(), Some("org:admin"));
-        assert_eq!(membership.data, Some(value.clone()));
+        assert_eq!(membership.data.map(|d| d.to_value()), Some(value.clone()));
         assert_eq!(organization.clerk_id, "org_2xyz");
         assert_eq!(organization.slug.as_deref(), Some("acme"));
         assert_eq!(organization.members_count, None);
-        assert_eq!(organization.data, value.get("organization").cloned());
+        assert_eq!(
+            organization.data.map(|d| d.to_value()),
+            value.get("organization").cloned()
+        );
         assert_eq!(organization.clerk_updated_at, 1_700_000_000_000);
         assert!(
             organization.embedded,

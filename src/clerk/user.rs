@@ -1,10 +1,11 @@
 //! The Clerk `User` object (the `data` of `user.created` / `user.updated`, and the Backend API's user).
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::timestamp::{millis, millis_opt};
-use crate::store::UserData;
+use crate::store::{RawJson, UserData};
 
 /// The fields of Clerk's user object that clerk-sync stores in columns; the whole object goes to `data`.
 #[derive(Clone, Debug, Deserialize)]
@@ -21,7 +22,7 @@ pub struct ClerkUser {
     pub username: Option<String>,
     pub image_url: Option<String>,
     pub external_id: Option<String>,
-    pub public_metadata: Option<Value>,
+    pub public_metadata: Option<RawJson>,
     pub banned: Option<bool>,
     /// Timestamps are milliseconds since the epoch, whether Clerk sent seconds or milliseconds.
     #[serde(default, deserialize_with = "millis_opt")]
@@ -31,9 +32,9 @@ pub struct ClerkUser {
     /// Orders updates.
     #[serde(deserialize_with = "millis")]
     pub updated_at: i64,
-    /// The object as Clerk sent it (set by [`ClerkUser::from_value`]).
+    /// The object as Clerk sent it (set by [`ClerkUser::from_raw`]).
     #[serde(skip)]
-    pub raw: Option<Value>,
+    pub raw: Option<RawJson>,
 }
 
 /// Clerk's spec does not require the `id` of an entry: one without it is kept, but cannot be the primary.
@@ -61,11 +62,20 @@ pub(super) fn blank_to_none(s: Option<String>) -> Option<String> {
 }
 
 impl ClerkUser {
-    /// Reads the user from Clerk's JSON and keeps that JSON for the `data` column.
-    pub fn from_value(value: Value) -> Result<ClerkUser, serde_json::Error> {
-        let mut user = ClerkUser::deserialize(&value)?;
-        user.raw = Some(value);
+    /// Reads the user from Clerk's JSON text and keeps that text for the `data` column.
+    pub fn from_raw(raw: &RawValue) -> Result<ClerkUser, serde_json::Error> {
+        if !crate::store::nesting_within_limit(raw.get()) {
+            return Err(serde::de::Error::custom("nested too deeply"));
+        }
+        let mut user: ClerkUser = serde_json::from_str(raw.get())?;
+        user.raw = Some(RawJson::from_raw(raw));
         Ok(user)
+    }
+
+    /// [`ClerkUser::from_raw`] of a parsed value.
+    pub fn from_value(value: Value) -> Result<ClerkUser, serde_json::Error> {
+        let raw = serde_json::value::to_raw_value(&value)?;
+        ClerkUser::from_raw(&raw)
     }
 
     /// The entry of `phone_numbers` whose id is `primary_phone_number_id`.
@@ -244,11 +254,14 @@ mod tests {
             "the primary, not the first"
         );
         assert_eq!(data.external_id.as_deref(), Some("legacy-42"));
-        assert_eq!(data.public_metadata, Some(serde_json::json!({"role": "admin"})));
+        assert_eq!(
+            data.public_metadata.map(|m| m.to_value()),
+            Some(serde_json::json!({"role": "admin"}))
+        );
         assert_eq!(data.banned, Some(true));
         assert_eq!(data.last_sign_in_at_ms, Some(1_700_000_000_456));
         assert_eq!(data.clerk_created_at_ms, Some(1_600_000_000_000));
-        assert_eq!(data.data, Some(value), "the whole object");
+        assert_eq!(data.data.map(|d| d.to_value()), Some(value), "the whole object");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod changes;
 pub mod diagnostics;
 mod error;
 pub mod instance;
+mod json;
 mod postgres;
 pub mod prune;
 pub mod refusals;
@@ -41,6 +42,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use error::StoreError;
+pub use json::{nesting_within_limit, RawJson};
 pub use postgres::PgStore;
 pub use rows::{
     string_enum, JsonText, Lookup, MembersOf, MembershipCursor, MembershipRow, OrganizationRow, Row, UserRow,

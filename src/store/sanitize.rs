@@ -40,9 +40,9 @@ fn strip_nul_json(v: &mut serde_json::Value) {
     }
 }
 
-fn strip_nul_json_opt(v: &mut Option<serde_json::Value>) {
+fn strip_nul_json_opt(v: &mut Option<super::RawJson>) {
     if let Some(v) = v {
-        strip_nul_json(v);
+        v.strip_nul(strip_nul_json);
     }
 }
 

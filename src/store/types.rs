@@ -1,5 +1,7 @@
 //! The values that flow through storage: changes to apply, their outcomes, and users as read back.
 
+use super::RawJson;
+
 /// Which path wrote a row; stored in `created_via` / `updated_via` and counted by the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -71,13 +73,13 @@ pub struct UserData {
     /// The entry of `phone_numbers` whose id is `primary_phone_number_id`.
     pub phone_number: Option<String>,
     pub external_id: Option<String>,
-    pub public_metadata: Option<serde_json::Value>,
+    pub public_metadata: Option<RawJson>,
     pub banned: Option<bool>,
     /// Clerk's `last_sign_in_at` and `created_at`, ms since the epoch.
     pub last_sign_in_at_ms: Option<i64>,
     pub clerk_created_at_ms: Option<i64>,
     /// The whole Clerk user object as applied (dropped before the write when `sync.store_payload` is off).
-    pub data: Option<serde_json::Value>,
+    pub data: Option<RawJson>,
     /// Clerk's `updated_at` in ms since the epoch: the ordering guard.
     pub clerk_updated_at: i64,
 }
@@ -102,11 +104,11 @@ pub struct OrganizationData {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub image_url: Option<String>,
-    pub public_metadata: Option<serde_json::Value>,
+    pub public_metadata: Option<RawJson>,
     /// Only when Clerk sends it (the Backend API includes it on request; webhooks usually do not).
     pub members_count: Option<i64>,
     pub clerk_created_at_ms: Option<i64>,
-    pub data: Option<serde_json::Value>,
+    pub data: Option<RawJson>,
     pub clerk_updated_at: i64,
     /// A membership event's copy of its organization rather than the organization's own event or Clerk's API.
     /// Clerk changes `members_count` without changing `updated_at`, so at an equal `updated_at` the own event wins
@@ -122,7 +124,7 @@ pub struct MembershipData {
     pub user_clerk_id: String,
     pub role: Option<String>,
     pub clerk_created_at_ms: Option<i64>,
-    pub data: Option<serde_json::Value>,
+    pub data: Option<RawJson>,
     pub clerk_updated_at: i64,
 }
 
@@ -160,7 +162,7 @@ impl Entity {
         }
     }
 
-    pub(super) fn data_mut(&mut self) -> &mut Option<serde_json::Value> {
+    pub(super) fn data_mut(&mut self) -> &mut Option<RawJson> {
         match self {
             Entity::User(u) => &mut u.data,
             Entity::Organization(o) => &mut o.data,
@@ -308,7 +310,7 @@ mod tests {
         let mut change = Change::Upsert {
             entity: Entity::User(UserData {
                 email: Some("a\0@example.com".into()),
-                public_metadata: Some(serde_json::json!({"r\u{0}ole": ["ad\u{0}min", {"k": "\u{0}"}]})),
+                public_metadata: Some(serde_json::json!({"r\u{0}ole": ["ad\u{0}min", {"k": "\u{0}"}]}).into()),
                 ..user(Some("A\0B"), Some("\0"))
             }),
             via: Source::Webhook,
@@ -328,7 +330,7 @@ mod tests {
             unreachable!("still a user upsert")
         };
         assert_eq!(
-            user.public_metadata,
+            user.public_metadata.map(|m| m.to_value()),
             Some(serde_json::json!({"role": ["admin", {"k": ""}]})),
             "keys and nested strings alike"
         );
@@ -345,7 +347,7 @@ mod tests {
         let mut change = Change::Upsert {
             entity: Entity::Organization(OrganizationData {
                 clerk_id: "org_1".into(),
-                data: Some(serde_json::json!({"private_metadata": {"secret": 1}})),
+                data: Some(serde_json::json!({"private_metadata": {"secret": 1}}).into()),
                 clerk_updated_at: 1,
                 ..OrganizationData::default()
             }),

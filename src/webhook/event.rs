@@ -80,11 +80,19 @@ pub struct Envelope {
     #[serde(rename = "type")]
     event_type: String,
     /// The record: a user, organization or membership object, or `{id, deleted}` for a deletion.
+    // Kept as its text: it is read into the record's fields and written to `data` as it came.
     #[schema(value_type = Object)]
-    data: serde_json::Map<String, serde_json::Value>,
+    data: Box<serde_json::value::RawValue>,
     /// When Clerk sent the event: milliseconds per Clerk's docs; some examples show seconds.
     timestamp: Option<i64>,
     instance_id: Option<String>,
+}
+
+/// The ids an event of another type may name its user by.
+#[derive(Default, Deserialize)]
+struct OtherIds {
+    user_id: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
 }
 
 /// Clerk's `DeletedObject` requires only `object` and `deleted`.
@@ -127,7 +135,10 @@ impl VerifiedBody {
         let envelope: Envelope =
             serde_json::from_slice(self.body()).map_err(|e| invalid("unknown", format!("not a Clerk event: {e}")))?;
         let event_type = strip_nul(envelope.event_type);
-        let data = serde_json::Value::Object(envelope.data);
+        let data = envelope.data;
+        if !data.get().starts_with('{') {
+            return Err(invalid("unknown", "not a Clerk event: data is not an object".into()));
+        }
         // Seconds or milliseconds, by the rule every timestamp of Clerk's is read with.
         let envelope_ms = envelope.timestamp.map(clerk_ms);
         // The svix timestamp verified within ±5 minutes of now, so it is always sane.
@@ -135,23 +146,19 @@ impl VerifiedBody {
         let bad = |what: &str, e: serde_json::Error| invalid(&event_type, format!("bad {what} object: {e}"));
         let kind = match event_type.as_str() {
             "user.created" | "user.updated" => EventKind::Upsert {
-                entity: Entity::User(
-                    ClerkUser::from_value(data)
-                        .map_err(|e| bad("user", e))?
-                        .into_user_data(),
-                ),
+                entity: Entity::User(ClerkUser::from_raw(&data).map_err(|e| bad("user", e))?.into_user_data()),
                 embedded: None,
             },
             "organization.created" | "organization.updated" => EventKind::Upsert {
                 entity: Entity::Organization(
-                    ClerkOrganization::from_value(data)
+                    ClerkOrganization::from_raw(&data)
                         .map_err(|e| bad("organization", e))?
                         .into_data(),
                 ),
                 embedded: None,
             },
             "organizationMembership.created" | "organizationMembership.updated" => {
-                let membership = ClerkMembership::from_value(data).map_err(|e| bad("organization membership", e))?;
+                let membership = ClerkMembership::from_raw(&data).map_err(|e| bad("organization membership", e))?;
                 match membership.into_data() {
                     Some((membership, organization)) => EventKind::Upsert {
                         entity: Entity::Membership(membership),
@@ -166,7 +173,7 @@ impl VerifiedBody {
             }
             "user.deleted" | "organization.deleted" | "organizationMembership.deleted" => {
                 // Clerk sends only `{id, deleted, object}` for some kinds; a full object reads the same way.
-                let deleted: Deleted = serde_json::from_value(data).map_err(|e| bad("deleted", e))?;
+                let deleted: Deleted = serde_json::from_str(data.get()).map_err(|e| bad("deleted", e))?;
                 match deleted.id {
                     None => EventKind::Ignored {
                         reason: "the deleted object carries no id: nothing to delete",
@@ -192,13 +199,17 @@ impl VerifiedBody {
                     }
                 }
             }
-            _ => EventKind::Other {
-                clerk_id: ["user_id", "id"]
-                    .iter()
-                    .filter_map(|k| data.get(*k).and_then(|v| v.as_str()))
-                    .find(|id| is_user_id(id))
-                    .map(str::to_owned),
-            },
+            _ => {
+                // Only the ids, as whatever JSON they are: a type clerk-sync does not sync is acknowledged whatever
+                // else its data holds.
+                let ids: OtherIds = serde_json::from_str(data.get()).unwrap_or_default();
+                EventKind::Other {
+                    clerk_id: [ids.user_id, ids.id]
+                        .into_iter()
+                        .filter_map(|v| v.and_then(|v| v.as_str().map(str::to_owned)))
+                        .find(|id| is_user_id(id)),
+                }
+            }
         };
         check_ids(&kind).map_err(|reason| invalid(&event_type, reason))?;
         Ok(VerifiedEvent {

@@ -12,7 +12,7 @@ fn user(clerk_id: &str, updated_at: i64, first_name: &str) -> UserData {
         clerk_id: clerk_id.to_owned(),
         first_name: Some(first_name.to_owned()),
         email: Some(format!("{}@example.com", clerk_id.to_lowercase())),
-        data: Some(serde_json::json!({"id": clerk_id, "first_name": first_name})),
+        data: Some(serde_json::json!({"id": clerk_id, "first_name": first_name}).into()),
         clerk_updated_at: updated_at,
         ..UserData::default()
     }

@@ -56,8 +56,11 @@ pub(super) async fn apply(
     feed: bool,
 ) -> Result<Option<(Vec<Outcome>, Option<i64>)>, sqlx::Error> {
     let text = |f: fn(&UserData) -> Option<&str>| -> Vec<Option<&str>> { users.iter().map(|(u, _)| f(u)).collect() };
-    let json = |f: fn(&UserData) -> Option<&serde_json::Value>| -> Vec<Option<String>> {
-        users.iter().map(|(u, _)| f(u).map(|v| v.to_string())).collect()
+    let json = |f: fn(&UserData) -> Option<&crate::store::RawJson>| -> Vec<Option<&str>> {
+        users
+            .iter()
+            .map(|(u, _)| f(u).map(crate::store::RawJson::as_str))
+            .collect()
     };
     let via: Vec<&str> = users
         .iter()

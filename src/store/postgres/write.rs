@@ -143,9 +143,10 @@ macro_rules! run_upsert {
 /// What an upsert wrote: ids (`true`: created), and the highest feed seq when it appended to the feed.
 type Written = (HashMap<String, bool>, Option<i64>);
 
-/// A JSON value as text, for a `::jsonb` cast in SQL (binding text needs no sqlx JSON feature).
-fn json_text(value: Option<&serde_json::Value>) -> Option<String> {
-    value.map(|v| v.to_string())
+/// A JSON value's text, for a `::jsonb` cast in SQL (binding text needs no sqlx JSON feature): borrowed, not
+/// serialized again.
+fn json_text(value: Option<&crate::store::RawJson>) -> Option<&str> {
+    value.map(crate::store::RawJson::as_str)
 }
 
 pub(super) async fn users(tx: &mut PgConnection, rows: &[NewUser<'_>], feed: bool) -> Result<Written, sqlx::Error> {
