@@ -295,7 +295,7 @@ impl Application {
             "clerk-sync is serving"
         );
 
-        // One deadline for the whole shutdown, counted from the signal: in-flight requests, then queued lane
+        // One deadline for the whole shutdown, counted from the signal: in-flight requests, then queued actor
         // work and the writer share what is left of it.
         let (until_tx, until_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
         let feed_stop = feed_task.as_ref().map(JoinHandle::abort_handle);
@@ -335,13 +335,13 @@ impl Application {
             .drain(until.saturating_duration_since(tokio::time::Instant::now()))
             .await
         {
-            tracing::warn!("user lanes did not drain in time");
+            tracing::warn!("user actors did not drain in time");
         }
         drop(actors);
         if tokio::time::timeout_at(until, supervisor_task).await.is_err() {
             tracing::warn!("the shards did not stop in time");
         }
-        // Every writer handle is gone with the router and the lanes: the writer drains its queue and ends.
+        // Every writer handle is gone with the router and the user actors: the writer drains its queue and ends.
         if tokio::time::timeout_at(until, writer_task).await.is_err() {
             tracing::warn!("the writer did not finish in time");
         }

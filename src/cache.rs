@@ -1,5 +1,5 @@
 //! In-memory caches in front of the database: existing users (the hot path of every API call) and ids Clerk
-//! recently said do not exist. Only a user's lane fills or clears its entry, after its own reads and commits,
+//! recently said do not exist. Only a user's actor fills or clears its entry, after its own reads and commits,
 //! so on one replica a read never returns data older than a committed write.
 //!
 //! A user is cached as the JSON the API answers with, serialized once: a hit costs a lookup and a reference

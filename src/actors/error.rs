@@ -1,4 +1,4 @@
-//! Why a fallback lookup gave no record: shared by the flight (`fallback`) and the lane jobs it runs (`lane`).
+//! Why a fallback lookup gave no record: shared by the flight (`fallback`) and the jobs it runs in a user's actor (`job`).
 
 use std::time::Duration;
 

@@ -1,22 +1,23 @@
 //! The fallback path: get-or-create from Clerk, and on-demand re-sync.
 //!
-//! Clerk I/O never runs inside a user's lane, so a webhook for a user is applied at its usual speed while a
+//! Clerk I/O never runs inside a user's actor, so a webhook for a user is applied at its usual speed while a
 //! lookup of that user waits on a slow Clerk. Concurrent lookups of one user join one *flight*: a shared future
 //! that calls Clerk (with its retries) once and hands every waiter the same outcome, success or failure. The
 //! flight runs only while someone waits on it: when every caller has gone away it is dropped, and no further
-//! Clerk call is made. Its result is written through the user's lane, under the same ordering guard and
+//! Clerk call is made. Its result is written through the user's actor, under the same ordering guard and
 //! tombstone rule as a webhook, so the newest state wins and only one row is ever inserted.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
 
 pub use super::error::FallbackError;
-use super::lane::{Job, Stored};
-use super::{ShardMsg, UserArgs};
+use super::job::{Job, Stored, UserArgs};
+use super::shard::ShardMsg;
 use crate::cache::UserJson;
 use crate::clerk::ClerkError;
 use crate::store::writer::WriteError;
@@ -57,32 +58,59 @@ pub struct FlightOutcome {
     claimed: Arc<AtomicBool>,
 }
 
-pub type FlightHandle = Shared<BoxFuture<'static, Result<FlightOutcome, FallbackError>>>;
-pub type WeakFlight = WeakShared<BoxFuture<'static, Result<FlightOutcome, FallbackError>>>;
+type FlightHandle = Shared<BoxFuture<'static, Result<FlightOutcome, FallbackError>>>;
+type WeakFlight = WeakShared<BoxFuture<'static, Result<FlightOutcome, FallbackError>>>;
 
-pub struct Flight;
+/// The flights under way, by record and mode. A flight is listed from its first waiter until it ends; one that
+/// every waiter abandoned is dropped (and forgotten the next time the list grows).
+#[derive(Debug, Default)]
+pub struct Flights {
+    /// (record, mode) -> (flight id, flight). The lock is held only to look up or insert, never across an await.
+    under_way: Mutex<HashMap<(String, FetchMode), (u64, WeakFlight)>>,
+    next: std::sync::atomic::AtomicU64,
+}
 
-impl Flight {
-    /// A new flight for `clerk_id`. Nothing runs until a waiter polls it.
-    pub(super) fn start(
-        ctx: Arc<UserArgs>,
-        shard: ActorRef<ShardMsg>,
+impl Flights {
+    /// The flight for `clerk_id` under way, or a new one. Nothing runs until a waiter polls it.
+    fn join(
+        self: &Arc<Self>,
+        ctx: &Arc<UserArgs>,
+        shard: &ActorRef<ShardMsg>,
         clerk_id: String,
         mode: FetchMode,
-        id: u64,
-    ) -> (FlightHandle, WeakFlight) {
+    ) -> FlightHandle {
+        let mut under_way = self.under_way.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (clerk_id, mode);
+        if let Some(flight) = under_way.get(&key).and_then(|(_, weak)| weak.upgrade()) {
+            return flight;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (ctx, shard, flights, clerk_id) = (ctx.clone(), shard.clone(), self.clone(), key.0.clone());
         let flight = async move {
             let result = fly(&ctx, &shard, &clerk_id, mode).await;
-            let _ = shard.send_message(ShardMsg::FlightDone { clerk_id, mode, id });
+            flights.done(clerk_id, mode, id);
             result
         }
         .boxed()
         .shared();
         // A flight that was never polled cannot have completed, so it can always be downgraded.
-        let weak = flight
-            .downgrade()
-            .unwrap_or_else(|| unreachable!("a new flight has not completed"));
-        (flight, weak)
+        if let Some(weak) = flight.downgrade() {
+            // Flights whose every waiter went away never report done; forget them here.
+            if under_way.len() > 64 {
+                under_way.retain(|_, (_, weak)| weak.upgrade().is_some());
+            }
+            under_way.insert(key, (id, weak));
+        }
+        flight
+    }
+
+    /// Flight `id` has finished: later requests start a new one.
+    fn done(&self, clerk_id: String, mode: FetchMode, id: u64) {
+        let mut under_way = self.under_way.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (clerk_id, mode);
+        if under_way.get(&key).is_some_and(|(current, _)| *current == id) {
+            under_way.remove(&key);
+        }
     }
 }
 
@@ -108,7 +136,7 @@ async fn fly(
     let entity = match fetched {
         Err(ClerkError::NotFound) if mode == FetchMode::GetOrCreate => {
             // Clerk's answer may be older than a creation that committed while it was on its way (a webhook
-            // here, another replica's write). The miss is remembered only by a read in the lane that still finds
+            // here, another replica's write). The miss is remembered only by a read in the user's actor that still finds
             // no row: a creation committed before that read is served; one committed after it clears the
             // memory, since its invalidation comes after this job.
             return match run(shard, clerk_id, |reply| Job::ConfirmMissing { reply }).await?? {
@@ -153,7 +181,7 @@ async fn fly(
     }
 }
 
-/// Runs a job in the lane of `clerk_id` and waits for its answer.
+/// Runs a job in the actor of `clerk_id` and waits for its answer.
 async fn run<T>(
     shard: &ActorRef<ShardMsg>,
     clerk_id: &str,
@@ -180,7 +208,8 @@ where
 
 /// The fallback for one request.
 pub(super) async fn fetch(
-    ctx: &UserArgs,
+    ctx: &Arc<UserArgs>,
+    flights: &Arc<Flights>,
     shard: &ActorRef<ShardMsg>,
     clerk_id: String,
     mode: FetchMode,
@@ -206,14 +235,7 @@ pub(super) async fn fetch(
         }
         Stored::Found(_) | Stored::Missing | Stored::Pruned => {}
     }
-    let flight = match shard
-        .call(|reply| ShardMsg::Flight { clerk_id, mode, reply }, None)
-        .await
-    {
-        Ok(CallResult::Success(flight)) => flight,
-        Ok(_) | Err(_) => return Err(FallbackError::Store(WriteError::Unavailable)),
-    };
-    let outcome = flight.await?;
+    let outcome = flights.join(ctx, shard, clerk_id, mode).await?;
     let first = outcome.created && !outcome.claimed.swap(true, Ordering::AcqRel);
     Ok(Fetched {
         json: outcome.json,

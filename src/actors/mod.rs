@@ -1,19 +1,21 @@
-//! One logical actor per Clerk user id: every write for a user goes through that user's serial lane, so two
-//! deliveries for the same user never race while different users proceed in parallel.
+//! One ractor actor per Clerk id: every write for a record goes through that id's own actor, so two deliveries
+//! for the same record never race while different records proceed in parallel.
 //!
-//! A lane is not a ractor actor of its own (16 KB each, and 100,000 users touched in a minute would hold
-//! 1.6 GB): it is an entry in the map of one of a few [`Shard`] actors, chosen by a hash of the id. The entry
-//! exists only while the user has work running or queued; the shard runs the user's jobs one at a time, each on
-//! its own task, and starts the next when the previous one reports done. An idle user costs nothing.
+//! A user's actor (`user`) lives only while its id has work: a few [`Shard`] supervisors, chosen by a hash of
+//! the id, spawn it as their child on the id's first job and retire it when it has run everything it was sent.
+//! It costs about 8 KiB while alive and nothing once retired (mimalloc gives the memory back, see the README);
+//! spawning and retiring it costs a few microseconds per job. A panic in one user's job fails that actor alone
+//! and reaches its shard as a supervision event.
 //!
-//! Clerk I/O never runs in a lane: a fallback fetch is a shared "flight" that waiters join (one Clerk call
-//! sequence for all of them), and only its write goes through the lane, like a webhook's. The [`Actors`]
+//! Clerk I/O never runs in a user's actor: a fallback fetch is a shared "flight" that waiters join (one Clerk
+//! call sequence for all of them), and only its write goes through the actor, like a webhook's. The [`Actors`]
 //! handle is what HTTP handlers use.
 
 mod error;
 mod fallback;
-mod lane;
+mod job;
 mod shard;
+mod user;
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -23,32 +25,21 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+use fallback::Flights;
 pub use fallback::{FallbackError, FetchMode, Fetched, Hit};
-pub use lane::Job;
+pub use job::{Job, UserArgs};
 pub use shard::{Shard, ShardMsg};
 
-use crate::cache::UserCache;
-use crate::clerk::ClerkClient;
-use crate::store::writer::{WriteError, Writer};
-use crate::store::{Db, Outcome};
+use crate::store::writer::WriteError;
+use crate::store::Outcome;
 use crate::webhook::VerifiedEvent;
-
-/// What every lane needs to run its jobs.
-#[derive(Clone, Debug)]
-pub struct UserArgs {
-    pub db: Arc<Db>,
-    pub writer: Writer,
-    pub cache: UserCache,
-    /// Without `CLERK_SECRET_KEY` its calls fail with `NotConfigured`: the fallback then answers 503.
-    pub clerk: Arc<ClerkClient>,
-    pub hard_delete: bool,
-}
 
 /// A cloneable handle to the shards.
 #[derive(Clone, Debug)]
 pub struct Actors {
     ctx: Arc<UserArgs>,
     shards: Arc<[ActorRef<ShardMsg>]>,
+    flights: Arc<Flights>,
     /// A fixed hasher, so one id always maps to one shard.
     hasher: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
 }
@@ -73,6 +64,7 @@ impl Actors {
         let actors = Actors {
             ctx: args,
             shards: refs.into(),
+            flights: Default::default(),
             hasher: Default::default(),
         };
         Ok((actors, all))
@@ -82,7 +74,7 @@ impl Actors {
         &self.shards[(self.hasher.hash_one(clerk_id) % self.shards.len() as u64) as usize]
     }
 
-    /// Hands a verified user event to that user's lane and waits for the committed outcome.
+    /// Hands a verified event to its record's actor and waits for the committed outcome.
     pub async fn apply_webhook(&self, clerk_id: String, event: VerifiedEvent) -> Result<Outcome, WriteError> {
         let called = self
             .shard(&clerk_id)
@@ -106,7 +98,7 @@ impl Actors {
 
     /// The fallback path: the stored user, or (when missing, or with [`FetchMode::Sync`]) Clerk's.
     pub async fn fetch(&self, clerk_id: String, mode: FetchMode) -> Result<Fetched, FallbackError> {
-        fallback::fetch(&self.ctx, self.shard(&clerk_id), clerk_id, mode).await
+        fallback::fetch(&self.ctx, &self.flights, self.shard(&clerk_id), clerk_id, mode).await
     }
 
     /// Drops the cache entries of records changed elsewhere (another replica's commit, read from the feed).
@@ -142,7 +134,8 @@ impl Actors {
         total
     }
 
-    /// Lets every lane finish its running and queued jobs (bounded by `timeout`), then stops the shards.
+    /// Lets every user's actor finish its running and queued jobs (bounded by `timeout`), then stops the shards
+    /// (and with them any actor still alive).
     pub async fn drain(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut drained = true;

@@ -1,93 +1,115 @@
-//! A shard actor: owns the serial lanes of the users hashed to it, and their fallback flights.
+//! A shard: the supervisor of the user actors hashed to it.
 //!
-//! Its handler never awaits I/O: it only starts jobs (each on its own task) and queues the ones whose user is
-//! busy, so one slow user cannot hold up the others.
+//! It spawns a user's actor on the user's first job, forwards the user's later jobs to it, and retires it when
+//! it reports that it has run every job sent (see `user`). Its handler never awaits I/O (spawning a user's
+//! actor runs only its trivial `pre_start`), so one slow user cannot hold up the others.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::Instrument;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::fallback::{Flight, FlightHandle, WeakFlight};
-use super::lane::Job;
-use super::{FetchMode, UserArgs};
+use super::job::{Job, UserArgs};
+use super::user::{Idle, UserActor, UserInit, UserMsg};
 
 pub struct Shard;
 
 pub enum ShardMsg {
-    /// Run `job` in the lane of `clerk_id`, after the jobs already there.
+    /// Run `job` in the actor of `clerk_id`, after the jobs already there.
     Run { clerk_id: String, job: Job },
-    /// The running job of `clerk_id` has finished.
-    Done { clerk_id: String },
-    /// Join the fallback flight for `clerk_id` (starting one if none is under way).
-    Flight {
-        clerk_id: String,
-        mode: FetchMode,
-        reply: RpcReplyPort<FlightHandle>,
-    },
-    /// Flight `id` has finished: later requests start a new one.
-    FlightDone { clerk_id: String, mode: FetchMode, id: u64 },
-    /// Another replica (or backfill) changed these records: drop their cache entries, in their lanes when
-    /// they have work running, so a read already under way cannot put the old row back afterwards.
+    /// The actor of `clerk_id` has run everything it received.
+    Idle(Idle),
+    /// Another replica (or backfill) changed these records: drop their cache entries, in their actors when they
+    /// have work, so a read already under way cannot put the old row back afterwards.
     Invalidate { ids: Vec<String> },
-    /// Users with work running or queued.
+    /// Users with a live actor (work running or queued).
     Lanes(RpcReplyPort<usize>),
-    /// Answer once every lane is empty (shutdown).
+    /// Answer once every user's actor has retired (shutdown).
     Drain(RpcReplyPort<()>),
 }
 
-/// A lane: the jobs waiting behind the one running. Present in the map only while a job runs.
-type Lane = VecDeque<(Job, tracing::Span)>;
+impl From<Idle> for ShardMsg {
+    fn from(idle: Idle) -> Self {
+        ShardMsg::Idle(idle)
+    }
+}
+
+impl TryFrom<ShardMsg> for Idle {
+    type Error = ();
+    fn try_from(msg: ShardMsg) -> Result<Self, ()> {
+        match msg {
+            ShardMsg::Idle(idle) => Ok(idle),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A live user's actor and how many jobs it has been sent.
+struct Live {
+    actor: ActorRef<UserMsg>,
+    sent: u64,
+}
 
 pub struct ShardState {
     ctx: Arc<UserArgs>,
-    lanes: HashMap<String, Lane>,
-    flights: HashMap<(String, FetchMode), (u64, WeakFlight)>,
-    next_flight: u64,
+    users: HashMap<Arc<str>, Live>,
     drained: Vec<RpcReplyPort<()>>,
     live: metrics::Gauge,
 }
 
-impl Shard {
-    /// Runs `job` on its own task; the task reports `Done` so the lane's next job can start.
-    fn start(myself: &ActorRef<ShardMsg>, ctx: &Arc<UserArgs>, clerk_id: String, job: Job, span: tracing::Span) {
-        let (myself, ctx) = (myself.clone(), ctx.clone());
-        tokio::spawn(
-            async move {
-                job.run(&ctx, &clerk_id).await;
-                // Fails only once the shard has stopped, when no lane is waiting any more.
-                let _ = myself.send_message(ShardMsg::Done { clerk_id });
+impl ShardState {
+    /// Takes `clerk_id`'s actor out of the map.
+    fn retire(&mut self, clerk_id: &str) -> Option<Live> {
+        let live = self.users.remove(clerk_id);
+        if live.is_some() {
+            self.live.decrement(1.0);
+        }
+        // A burst can leave a large, mostly empty table behind; give the memory back.
+        if self.users.capacity() > 1024 && self.users.len() < self.users.capacity() / 8 {
+            self.users.shrink_to_fit();
+        }
+        if self.users.is_empty() {
+            for waiter in self.drained.drain(..) {
+                let _ = waiter.send(());
             }
-            .instrument(span),
-        );
+        }
+        live
     }
 }
 
-/// Most queued webhooks of one user handed to the writer together.
-const MAX_GROUP: usize = 64;
-
-/// The lane's next job; consecutive queued webhooks become one job, committed together in order.
-fn next_job(lane: &mut Lane) -> Option<(Job, tracing::Span)> {
-    let (first, span) = lane.pop_front()?;
-    let Job::Webhook { event, reply } = first else {
-        return Some((first, span));
-    };
-    let mut group = vec![(event, reply)];
-    while group.len() < MAX_GROUP && matches!(lane.front(), Some((Job::Webhook { .. }, _))) {
-        if let Some((Job::Webhook { event, reply }, _)) = lane.pop_front() {
-            group.push((event, reply));
+impl Shard {
+    /// Sends `job` to the actor of `clerk_id`, spawning it (as this shard's child) if the user has none.
+    async fn run(myself: &ActorRef<ShardMsg>, state: &mut ShardState, clerk_id: String, job: Job) {
+        let job = match state.users.get_mut(clerk_id.as_str()) {
+            None => job,
+            Some(live) => match live.actor.send_message(UserMsg::Run(job)) {
+                Ok(()) => {
+                    live.sent += 1;
+                    return;
+                }
+                // The actor failed (its supervision event is on the way): a new one takes the job.
+                Err(ractor::MessagingErr::SendErr(UserMsg::Run(job))) => {
+                    state.retire(&clerk_id);
+                    job
+                }
+                Err(_) => return,
+            },
+        };
+        let clerk_id: Arc<str> = clerk_id.into();
+        let init = UserInit {
+            clerk_id: clerk_id.clone(),
+            ctx: state.ctx.clone(),
+            shard: myself.get_derived(),
+        };
+        // Fails only if this shard is stopping: the job's reply port is dropped, and its caller answers 503.
+        let Ok((actor, _)) = Actor::spawn_linked(None, UserActor, init, myself.get_cell()).await else {
+            return;
+        };
+        if actor.send_message(UserMsg::Run(job)).is_ok() {
+            state.users.insert(clerk_id, Live { actor, sent: 1 });
+            state.live.increment(1.0);
         }
     }
-    let job = match group.len() {
-        1 => {
-            let (event, reply) = group.remove(0);
-            Job::Webhook { event, reply }
-        }
-        _ => Job::Webhooks(group),
-    };
-    Some((job, span))
 }
 
 impl Actor for Shard {
@@ -98,9 +120,7 @@ impl Actor for Shard {
     async fn pre_start(&self, _: ActorRef<ShardMsg>, ctx: Arc<UserArgs>) -> Result<ShardState, ActorProcessingErr> {
         Ok(ShardState {
             ctx,
-            lanes: HashMap::new(),
-            flights: HashMap::new(),
-            next_flight: 0,
+            users: HashMap::new(),
             drained: Vec::new(),
             live: metrics::gauge!(crate::telemetry::metrics::USER_ACTORS),
         })
@@ -113,84 +133,59 @@ impl Actor for Shard {
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Run { clerk_id, job } => {
-                // ractor carries the sender's span into this handler; the job's task continues it.
-                let span = tracing::Span::current();
-                match state.lanes.entry(clerk_id) {
-                    Entry::Occupied(mut lane) => lane.get_mut().push_back((job, span)),
-                    Entry::Vacant(lane) => {
-                        let clerk_id = lane.key().clone();
-                        lane.insert(VecDeque::new());
-                        state.live.increment(1.0);
-                        Self::start(&myself, &state.ctx, clerk_id, job, span);
+            ShardMsg::Run { clerk_id, job } => Self::run(&myself, state, clerk_id, job).await,
+            ShardMsg::Idle(Idle { clerk_id, received }) => {
+                // Fewer received than sent: a job is in its mailbox, and it will report again.
+                if state.users.get(&clerk_id).is_some_and(|live| live.sent == received) {
+                    // Out of the map first: from here on a job for this user spawns a new actor.
+                    if let Some(live) = state.retire(&clerk_id) {
+                        live.actor.stop(None);
                     }
-                }
-            }
-            ShardMsg::Done { clerk_id } => {
-                let next = state.lanes.get_mut(&clerk_id).and_then(next_job);
-                match next {
-                    Some((job, span)) => Self::start(&myself, &state.ctx, clerk_id, job, span),
-                    None => {
-                        if state.lanes.remove(&clerk_id).is_some() {
-                            state.live.decrement(1.0);
-                        }
-                        // A burst can leave a large, mostly empty table behind; give the memory back.
-                        if state.lanes.capacity() > 1024 && state.lanes.len() < state.lanes.capacity() / 8 {
-                            state.lanes.shrink_to_fit();
-                        }
-                        if state.lanes.is_empty() {
-                            for waiter in state.drained.drain(..) {
-                                let _ = waiter.send(());
-                            }
-                        }
-                    }
-                }
-            }
-            ShardMsg::Flight { clerk_id, mode, reply } => {
-                let key = (clerk_id, mode);
-                let joined = state.flights.get(&key).and_then(|(_, weak)| weak.upgrade());
-                let flight = match joined {
-                    Some(flight) => flight,
-                    None => {
-                        state.next_flight += 1;
-                        let id = state.next_flight;
-                        let (flight, weak) = Flight::start(state.ctx.clone(), myself.clone(), key.0.clone(), mode, id);
-                        state.flights.insert(key, (id, weak));
-                        flight
-                    }
-                };
-                let _ = reply.send(flight);
-            }
-            ShardMsg::FlightDone { clerk_id, mode, id } => {
-                let key = (clerk_id, mode);
-                if state.flights.get(&key).is_some_and(|(current, _)| *current == id) {
-                    state.flights.remove(&key);
-                }
-                // Flights whose every waiter went away never report done; forget them here.
-                if state.flights.len() > 64 {
-                    state.flights.retain(|_, (_, weak)| weak.upgrade().is_some());
                 }
             }
             ShardMsg::Invalidate { ids } => {
                 for id in ids {
-                    match state.lanes.get_mut(&id) {
-                        // Behind the running job: a read that started before the commit puts its row, then
-                        // this removes it.
-                        Some(lane) => lane.push_back((Job::Invalidate, tracing::Span::current())),
+                    match state.users.get_mut(id.as_str()) {
+                        // Behind the running job: a read that started before the commit puts its row, then this
+                        // removes it.
+                        Some(live) if live.actor.send_message(UserMsg::Run(Job::Invalidate)).is_ok() => live.sent += 1,
                         // No job runs, so no read is under way: any later read sees the commit.
-                        None => state.ctx.cache.invalidate_if_present(&id).await,
+                        _ => state.ctx.cache.invalidate_if_present(&id).await,
                     }
                 }
             }
             ShardMsg::Lanes(reply) => {
-                let _ = reply.send(state.lanes.len());
+                let _ = reply.send(state.users.len());
             }
             ShardMsg::Drain(reply) => {
-                if state.lanes.is_empty() {
+                if state.users.is_empty() {
                     let _ = reply.send(());
                 } else {
                     state.drained.push(reply);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<ShardMsg>,
+        event: SupervisionEvent,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A retired actor's termination needs nothing: it left the map before it was stopped.
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            // Its jobs' reply ports are dropped with it: their callers answer 503, and Clerk retries.
+            let failed = state
+                .users
+                .iter()
+                .find(|(_, live)| live.actor.get_id() == cell.get_id())
+                .map(|(id, _)| id.clone());
+            tracing::error!(clerk_id = failed.as_deref(), %error, "a user's actor failed; its queued jobs were answered 503");
+            metrics::counter!(crate::telemetry::metrics::USER_ACTOR_FAILURES).increment(1);
+            if let Some(id) = failed {
+                state.retire(&id);
             }
         }
         Ok(())

@@ -1,4 +1,4 @@
-//! User lanes: created on demand, gone when idle, one job at a time per user, drained on shutdown.
+//! Users' actors: created on demand, gone when idle, one job at a time per user, drained on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +72,7 @@ async fn start(dir: &std::path::Path) -> (Actors, Arc<Db>) {
 }
 
 #[tokio::test]
-async fn lanes_exist_only_while_work_runs() {
+async fn a_users_actor_exists_only_while_it_has_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (actors, _db) = start(dir.path()).await;
     for (i, user) in ["user_a1", "user_b2", "user_c3"].iter().enumerate() {
@@ -80,7 +80,7 @@ async fn lanes_exist_only_while_work_runs() {
         let outcome = actors.apply_webhook(user.to_string(), event).await.expect("applied");
         assert_eq!(outcome, Outcome::Created);
     }
-    // The lane is removed when its job reports done, just after the answer.
+    // The actor retires once it reports idle, just after the answer.
     let mut live = usize::MAX;
     for _ in 0..50 {
         live = actors.live().await;
@@ -89,7 +89,7 @@ async fn lanes_exist_only_while_work_runs() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(live, 0, "an idle user keeps no lane");
+    assert_eq!(live, 0, "an idle user keeps no actor");
 
     let event = verified_event("msg_again", sample::SampleType::Deleted, "user_a1");
     assert_eq!(
@@ -140,4 +140,99 @@ async fn one_users_jobs_run_one_at_a_time_in_arrival_order() {
         outcomes[1..].iter().all(|o| *o == Outcome::Updated),
         "every later event is newer and applies in order: {outcomes:?}"
     );
+}
+
+/// Waits (up to a second) for every user's actor to retire.
+async fn retired(actors: &Actors) -> usize {
+    let mut live = usize::MAX;
+    for _ in 0..100 {
+        live = actors.live().await;
+        if live == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    live
+}
+
+#[tokio::test]
+async fn a_panic_in_one_users_job_fails_that_actor_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (actors, _db) = start(dir.path()).await;
+    let user = "user_panics1";
+    let send = |job: Job| {
+        actors
+            .shard(user)
+            .send_message(ShardMsg::Run {
+                clerk_id: user.into(),
+                job,
+            })
+            .expect("shard running");
+    };
+    // A webhook queued behind the panicking job loses its answer (its caller answers 503; Clerk retries).
+    send(Job::Panic);
+    let (tx, queued) = tokio::sync::oneshot::channel();
+    send(Job::Webhook {
+        event: Box::new(verified_event("msg_behind", sample::SampleType::Created, user)),
+        reply: tx.into(),
+    });
+    assert!(
+        queued.await.is_err(),
+        "the queued job's reply port went with the failed actor"
+    );
+    assert_eq!(retired(&actors).await, 0, "the failed actor left its shard's map");
+    assert!(actors.running(), "the shard survived its child's failure");
+    // The same user's next job gets a new actor; another user was never affected.
+    let event = verified_event("msg_after", sample::SampleType::Created, user);
+    assert_eq!(actors.apply_webhook(user.into(), event).await, Ok(Outcome::Created));
+    let event = verified_event("msg_other", sample::SampleType::Created, "user_calm1");
+    assert_eq!(
+        actors.apply_webhook("user_calm1".into(), event).await,
+        Ok(Outcome::Created)
+    );
+    assert!(actors.drain(Duration::from_secs(5)).await, "drains on shutdown");
+}
+
+#[tokio::test]
+async fn a_burst_over_many_users_is_answered_in_order_and_every_actor_retires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (actors, _db) = start(dir.path()).await;
+    // 40 users, 10 events each, all sent at once: actors are spawned, fed while they run, asked to retire while
+    // jobs are still in their mailboxes (the shard must refuse those), and retired at the end.
+    let mut answers = Vec::new();
+    for n in 0..10_i64 {
+        for u in 0..40 {
+            let user = format!("user_burst{u}");
+            let kind = if n == 0 {
+                sample::SampleType::Created
+            } else {
+                sample::SampleType::Updated
+            };
+            let mut body = sample::event(kind, &user);
+            body["data"]["updated_at"] = serde_json::json!(1_700_000_000_000_i64 + n);
+            let event = verified_body(&format!("msg_burst_{u}_{n}"), body);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job = Job::Webhook {
+                event: Box::new(event),
+                reply: tx.into(),
+            };
+            actors
+                .shard(&user)
+                .send_message(ShardMsg::Run { clerk_id: user, job })
+                .expect("shard running");
+            answers.push((n, rx));
+            // Let some actors finish and ask to retire between sends.
+            if u % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    for (n, answer) in answers {
+        let outcome = answer.await.expect("answered").expect("committed");
+        // Sent in order, so each user's events reach its actor in order: none is stale.
+        let expected = if n == 0 { Outcome::Created } else { Outcome::Updated };
+        assert_eq!(outcome, expected, "event {n}");
+    }
+    assert_eq!(retired(&actors).await, 0, "every user's actor retired");
+    assert!(actors.drain(Duration::from_secs(5)).await, "drains on shutdown");
 }

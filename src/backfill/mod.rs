@@ -2,7 +2,7 @@
 //!
 //! The walks run in that order (organizations before their memberships; `--only` picks some). Pages of up to
 //! 500 go through the same batch logic as webhooks (ordering guard, tombstones never resurrected,
-//! `created_via = 'backfill'`), one transaction per page. A backfill needs no lane per record: the statements
+//! `created_via = 'backfill'`), one transaction per page. A backfill needs no actor per record: the statements
 //! are conflict-safe on their own and take the same row locks, so a webhook for the same record, in this
 //! process or another, is ordered against it by `updated_at` alone. Each walk checkpoints its cursor and the
 //! ids it has seen under its own name after every page, so an interrupted run resumes; memory holds one page

@@ -1,5 +1,5 @@
 //! `GET /livez` (the process is up) and `GET /readyz` (database reachable, migrations applied, writes going
-//! through, lanes running).
+//! through, user actors' shards running).
 
 use std::time::Duration;
 
@@ -44,12 +44,12 @@ const WRITES_STUCK_AFTER: Duration = Duration::from_secs(5);
     tag = "health",
     operation_id = "readyz",
     summary = "The daemon can take webhooks",
-    description = "Database reachable, migrations applied, writes going through, lanes running (for a readiness \
+    description = "Database reachable, migrations applied, writes going through, user actors' shards running (for a readiness \
         probe and load balancers).",
     responses(
         (status = 200, description = "Ready: `{\"status\": \"ready\"}`.", body = Health),
         (status = 503, description = "`not_ready`: the database is unreachable, not migrated or not answering in \
-            time, writes are stuck, or the lanes stopped; the message says which.",
+            time, writes are stuck, or the shards of the user actors stopped; the message says which.",
             body = super::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
 )]
@@ -67,7 +67,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "the user lanes have stopped",
+                "the shards of the user actors have stopped",
             )
         });
     }

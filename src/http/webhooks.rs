@@ -98,7 +98,7 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
         }
     };
     let (event_type, event_ms) = (event.event_type().to_owned(), event.timestamp_ms());
-    // Kept for the webhook's log line; `event` goes to the user's lane.
+    // Kept for the webhook's log line; `event` goes to the user's actor.
     let (svix_id, clerk_id) = (event.svix_id().to_owned(), event.clerk_id().map(str::to_owned));
     if let Some(clerk_id) = &clerk_id {
         tracing::Span::current().record("clerk_id", clerk_id.as_str());
@@ -175,7 +175,7 @@ async fn other_instance(state: &AppState, event: VerifiedEvent) -> Result<Json<V
 }
 
 /// Svix counts an answer slower than 15 s as a failure: past `webhooks.answer_timeout_ms` the delivery is
-/// answered 503 (so it is retried) while its change goes on in the user's lane. If that change commits after
+/// answered 503 (so it is retried) while its change goes on in the user's actor. If that change commits after
 /// all, the retry finds its svix id and answers `duplicate`.
 async fn bounded(
     state: &AppState,

@@ -109,7 +109,7 @@ impl Writer {
         outcomes.pop().unwrap_or(Err(WriteError::Unavailable))
     }
 
-    /// Queues changes that go into one batch, applied in this order, and waits for their outcomes. A user's lane
+    /// Queues changes that go into one batch, applied in this order, and waits for their outcomes. A user's actor
     /// hands over its queued webhooks this way: one commit for all of them instead of one each.
     pub async fn submit_group(&self, mut changes: Vec<Change>) -> Vec<Result<Outcome, WriteError>> {
         let store_payload = self.store_payload;

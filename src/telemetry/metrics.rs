@@ -16,6 +16,7 @@ pub const CLERK_API_REQUESTS: &str = "clerk_sync_clerk_api_requests_total";
 pub const CLERK_API_DURATION: &str = "clerk_sync_clerk_api_request_duration_seconds";
 pub const WEBHOOK_LAG: &str = "clerk_sync_webhook_lag_seconds";
 pub const USER_ACTORS: &str = "clerk_sync_user_actors";
+pub const USER_ACTOR_FAILURES: &str = "clerk_sync_user_actor_failures_total";
 pub const CACHE_ENTRIES: &str = "clerk_sync_cache_entries";
 pub const DB_QUERY_DURATION: &str = "clerk_sync_db_query_duration_seconds";
 pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
@@ -39,6 +40,7 @@ pub const ALL: &[&str] = &[
     CLERK_API_DURATION,
     WEBHOOK_LAG,
     USER_ACTORS,
+    USER_ACTOR_FAILURES,
     CACHE_ENTRIES,
     DB_QUERY_DURATION,
     HTTP_DURATION,
@@ -169,6 +171,7 @@ fn zero_series() {
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_SIGNATURE).increment(0);
     counter!(WEBHOOK_EVENTS, "event_type" => "unknown", "outcome" => INVALID_PAYLOAD).increment(0);
     counter!(HARD_DELETE_REFUSED).increment(0);
+    counter!(USER_ACTOR_FAILURES).increment(0);
     for outcome in ["created", "updated", "unchanged", "tombstoned", "pruned", "failed"] {
         counter!(BACKFILL_USERS, "outcome" => outcome).increment(0);
     }
@@ -215,7 +218,11 @@ fn describe() {
         Unit::Seconds,
         "Commit time minus the Clerk event's timestamp."
     );
-    describe_gauge!(USER_ACTORS, "Users with work running or queued in their serial lane.");
+    describe_gauge!(USER_ACTORS, "Live user actors: users with work running or queued.");
+    describe_counter!(
+        USER_ACTOR_FAILURES,
+        "User actors that failed (a panic in a job); their queued jobs were answered 503."
+    );
     describe_counter!(
         BACKFILL_USERS,
         "Users read by backfill or reconciliation, by outcome (created, updated, unchanged, tombstoned, pruned, failed)."

@@ -316,7 +316,7 @@ impl VerifiedEvent {
 type IdCheck<'a> = (&'a str, fn(&str) -> bool, &'static str);
 
 /// Every id an applied event writes must be a Clerk id of the right kind: anything else is refused before it
-/// reaches a lane, the database or Clerk.
+/// reaches a user's actor, the database or Clerk.
 fn check_ids(kind: &EventKind) -> Result<(), String> {
     let mut ids: Vec<IdCheck> = Vec::new();
     match kind {

@@ -1,4 +1,4 @@
-//! The rebuilt write path (multi-row batches, several in flight) and Clerk I/O kept out of users' lanes.
+//! The rebuilt write path (multi-row batches, several in flight) and Clerk I/O kept out of users' actors.
 
 use std::sync::Arc;
 use std::time::Duration;

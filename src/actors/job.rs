@@ -1,14 +1,28 @@
-//! The jobs a user's lane runs, one at a time: a webhook's change, a fallback's change, and a read that fills
+//! The jobs a user's actor runs, one at a time: a webhook's change, a fallback's change, and a read that fills
 //! the cache. Running reads here too keeps a cache fill from racing a commit's invalidation.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 
 use super::error::FallbackError;
-use super::UserArgs;
-use crate::cache::{Absent, UserJson};
-use crate::store::writer::WriteError;
-use crate::store::{Change, Lookup, Outcome, Store};
+use crate::cache::{Absent, UserCache, UserJson};
+use crate::clerk::ClerkClient;
+use crate::store::writer::{WriteError, Writer};
+use crate::store::{Change, Db, Lookup, Outcome, Store};
 use crate::webhook::VerifiedEvent;
+
+/// What every user's actor needs to run its jobs.
+#[derive(Clone, Debug)]
+pub struct UserArgs {
+    pub db: Arc<Db>,
+    pub writer: Writer,
+    pub cache: UserCache,
+    /// Without `CLERK_SECRET_KEY` its calls fail with `NotConfigured`: the fallback then answers 503.
+    pub clerk: Arc<ClerkClient>,
+    pub hard_delete: bool,
+}
 
 /// What the database holds for a user, as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +53,9 @@ pub enum Job {
     },
     /// Drop the cache entry: the record changed elsewhere (see `ShardMsg::Invalidate`).
     Invalidate,
+    /// Panics, as a bug in a job would: the supervisor's event (tests only).
+    #[cfg(test)]
+    Panic,
     /// Clerk said "no such record": read it again, and remember the miss only if the row is still missing.
     ConfirmMissing {
         reply: RpcReplyPort<Result<Stored, FallbackError>>,
@@ -63,6 +80,8 @@ impl Job {
                 let _ = reply.send(load(ctx, clerk_id).await);
             }
             Job::Invalidate => ctx.cache.invalidate(clerk_id).await,
+            #[cfg(test)]
+            Job::Panic => panic!("a job of {clerk_id} panicked (test)"),
             Job::ConfirmMissing { reply } => {
                 let stored = load(ctx, clerk_id).await;
                 match stored {
@@ -77,7 +96,33 @@ impl Job {
     }
 }
 
-type Webhook = (Box<VerifiedEvent>, RpcReplyPort<Result<Outcome, WriteError>>);
+pub type Webhook = (Box<VerifiedEvent>, RpcReplyPort<Result<Outcome, WriteError>>);
+
+/// Most queued webhooks of one user handed to the writer together.
+const MAX_GROUP: usize = 64;
+
+/// The next job of a queue; consecutive queued webhooks become one job, committed together in order.
+pub fn next_job(queue: &mut VecDeque<Job>) -> Option<Job> {
+    let first = queue.pop_front()?;
+    let Job::Webhook { event, reply } = first else {
+        return Some(first);
+    };
+    if !matches!(queue.front(), Some(Job::Webhook { .. })) {
+        return Some(Job::Webhook { event, reply });
+    }
+    let mut group = vec![(event, reply)];
+    while group.len() < MAX_GROUP {
+        match queue.pop_front() {
+            Some(Job::Webhook { event, reply }) => group.push((event, reply)),
+            Some(other) => {
+                queue.push_front(other);
+                break;
+            }
+            None => break,
+        }
+    }
+    Some(Job::Webhooks(group))
+}
 
 /// One record's webhooks, committed together in order; each caller gets its own outcome.
 async fn webhooks(ctx: &UserArgs, clerk_id: &str, jobs: Vec<Webhook>) {
@@ -104,12 +149,12 @@ async fn webhooks(ctx: &UserArgs, clerk_id: &str, jobs: Vec<Webhook>) {
     };
     if replies.iter().any(|(i, _)| outcomes.get(*i).is_some_and(changed)) {
         // A duplicate may be the retry of a commit whose answer was lost before the cache was
-        // cleared; the next read goes through this lane to the database either way.
+        // cleared; the next read goes through this actor to the database either way.
         ctx.cache.invalidate(clerk_id).await;
     }
     for (i, organization) in embedded {
         if let (Some(id), Some(Ok(Outcome::Created | Outcome::Updated))) = (organization, outcomes.get(i)) {
-            // Written outside the organization's own lane: its next read goes to the database.
+            // Written outside the organization's own actor: its next read goes to the database.
             ctx.cache.invalidate(&id).await;
         }
     }
