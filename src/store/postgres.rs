@@ -29,6 +29,9 @@ pub struct PgStore {
     committed: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
+/// A connection idle this long is pinged before use (see `PgStore::connect`).
+const PING_IF_IDLE: Duration = Duration::from_secs(1);
+
 impl PgStore {
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
         // A table locked by the application (a migration, a long query) must fail a write in bounded time, so
@@ -42,6 +45,18 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            // sqlx pings every connection it hands out: a round trip per batch under load. Only a connection
+            // that sat idle may have been cut (a restarted server, a pooler's idle timeout); a busy one is
+            // known to work, and if it breaks anyway the batch fails, its webhooks are answered 503 and retried.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;

@@ -121,3 +121,28 @@ both_backends!(without_a_signing_secret_webhooks_are_503, |backend| async move {
     assert_eq!(app.db.count_deliveries().await, 0);
     assert_eq!(app.db.count_all_users().await, 0);
 });
+
+/// Connections the server dropped while the daemon was idle (a restart, a pooler's idle timeout) do not fail the
+/// next webhooks: the pool pings a connection that sat idle for a second before handing it out (not every one,
+/// which cost a round trip per batch).
+#[tokio::test]
+async fn connections_dropped_while_idle_are_replaced_before_a_webhook_meets_them() {
+    let app = spawn_app(Backend::Postgres).await;
+    let t = now_ms();
+    app.expect_outcome(&ClerkUser::new(t).created(), &svix_id(), "applied")
+        .await;
+    let killed = app
+        .db
+        .int(
+            "SELECT CAST(count(*) AS BIGINT) FROM (SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) t WHERE killed",
+        )
+        .await;
+    assert!(killed > 0, "the daemon held no connection to drop");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for _ in 0..5 {
+        // Applied at the first attempt: no 503 from a dead connection.
+        app.expect_outcome(&ClerkUser::new(t).created(), &svix_id(), "applied")
+            .await;
+    }
+}
