@@ -134,3 +134,34 @@ async fn the_common_batch_takes_one_round_trip_on_postgres() {
         .await;
     app.expect_outcome(&user.created(), &svix_id(), "applied").await;
 }
+
+/// A typical Clerk object (2 to 8 KB of `data`) stays in the row uncompressed: Postgres's pglz compression of rows
+/// past 2 KB was the largest single cost of a write. Larger objects are still compressed.
+#[tokio::test]
+async fn rows_up_to_a_page_are_stored_uncompressed() {
+    let app = spawn_app(Backend::Postgres).await;
+    let t = now_ms();
+    let sized = |bytes: usize| {
+        let mut u = user(&user_id(), t, "Big");
+        // Compressible on purpose: pglz would shrink it if it were tried.
+        u.data = Some(serde_json::json!({"id": u.clerk_id, "padding": "abcd".repeat(bytes / 4)}).into());
+        u
+    };
+    let (typical, huge) = (sized(3_000), sized(20_000));
+    let batch = [webhook(typical.clone(), &svix_id()), webhook(huge.clone(), &svix_id())];
+    assert_eq!(apply(&app, &batch).await, vec![Outcome::Created, Outcome::Created]);
+    let compression = |id: &str| {
+        format!("SELECT CAST(coalesce(pg_column_compression(data), 'none') AS TEXT) FROM users WHERE clerk_id = '{id}'")
+    };
+    assert_eq!(
+        app.db.string(&compression(&typical.clerk_id)).await.as_deref(),
+        Some("none"),
+        "a 3 KB object was compressed"
+    );
+    // pglz, or lz4 where the server's default_toast_compression says so.
+    let huge_compression = app.db.string(&compression(&huge.clerk_id)).await;
+    assert!(
+        matches!(huge_compression.as_deref(), Some("pglz" | "lz4")),
+        "a 20 KB object is still compressed: {huge_compression:?}"
+    );
+}
