@@ -99,6 +99,15 @@ impl SqliteStore {
         apply_all(&mut SqliteTx(tx), batch, self.feed).await
     }
 
+    /// Applies a backfill page inside the open (IMMEDIATE) transaction `tx`.
+    pub(super) async fn backfill_in(
+        &self,
+        tx: &mut SqliteConnection,
+        batch: &[Change],
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        self.apply_in(tx, batch).await
+    }
+
     /// Takes back prune run `run` (see `store::sql::lift`): one transaction, on the feed like any write.
     pub(super) async fn undo_prune(&self, run: &str) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
