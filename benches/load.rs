@@ -283,8 +283,13 @@ fn main() {
             clerk(&mut out).await;
         }
         if runs("backfill") {
-            backfill::backfill(&mut out, "postgres").await;
-            backfill::backfill(&mut out, "sqlite").await;
+            // `BENCH_BACKFILL_ON=postgres` (or `sqlite`) takes one backend only, for quicker iterations.
+            let on = std::env::var("BENCH_BACKFILL_ON").unwrap_or_default();
+            for backend in ["postgres", "sqlite"] {
+                if on.is_empty() || on == backend {
+                    backfill::backfill(&mut out, backend).await;
+                }
+            }
         }
         if runs("feed") {
             feed::feed(&mut out).await;

@@ -62,7 +62,7 @@ impl Backfill {
                     delivery: None,
                 })
                 .collect();
-            self.apply_page(KIND, changes, Some(&checkpoint), options, tally)
+            self.apply_page(KIND, changes, checkpoint.keeps_seen, Some(&checkpoint), options, tally)
                 .await?;
             progress.page(KIND, tally);
             if !full {
@@ -109,7 +109,11 @@ impl Backfill {
                 break;
             };
             for organization in organizations {
-                if let Some(said) = self.members_of(&organization, options, progress, tally).await? {
+                let keeps_seen = checkpoint.keeps_seen;
+                if let Some(said) = self
+                    .members_of(&organization, keeps_seen, options, progress, tally)
+                    .await?
+                {
                     // Organizations turned off since they were stored: nothing of them can be read.
                     self.end(KIND, options).await?;
                     return Ok(Some(said));
@@ -137,6 +141,7 @@ impl Backfill {
     async fn members_of(
         &self,
         organization: &str,
+        keeps_seen: bool,
         options: Options,
         progress: &mut dyn Progress,
         tally: &mut Tally,
@@ -187,7 +192,7 @@ impl Backfill {
                 })
                 .collect();
             if !changes.is_empty() {
-                self.apply_page(KIND, changes, None, options, tally).await?;
+                self.apply_page(KIND, changes, keeps_seen, None, options, tally).await?;
                 progress.page(KIND, tally);
             }
             if !full {

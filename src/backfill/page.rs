@@ -40,20 +40,37 @@ impl Backfill {
         tally: &mut Tally,
     ) -> Result<Checkpoint, StoreError> {
         if options.dry_run {
-            self.db.backfill_start(dry_run_name(kind)).await?;
+            self.db.backfill_start(dry_run_name(kind), true).await?;
             tally.walked = Walked::Fresh;
-            return Ok(Checkpoint::default());
+            return Ok(Checkpoint {
+                keeps_seen: true,
+                ..Checkpoint::default()
+            });
         }
         if !options.restart {
-            if let Some(resume) = self.db.backfill_checkpoint(walk_name(kind)).await? {
-                tally.walked = Walked::Resumed;
-                tally.scanned = resume.scanned.max(0) as u64;
-                return Ok(resume);
+            match self.db.backfill_checkpoint(walk_name(kind)).await? {
+                // A walk that may prune needs every id it saw, those of the run it continues too.
+                Some(resume) if resume.keeps_seen || !options.prune => {
+                    tally.walked = Walked::Resumed;
+                    tally.scanned = resume.scanned.max(0) as u64;
+                    return Ok(resume);
+                }
+                Some(_) => tracing::info!(
+                    walk = walk_name(kind),
+                    "backfill: the interrupted walk was not pruning, so it kept no record of the ids it saw; \
+                     --prune walks again from the start"
+                ),
+                None => {}
             }
         }
-        self.db.backfill_start(walk_name(kind)).await?;
+        // Only a walk that may prune records the ids it sees (a write per record otherwise saved).
+        let keeps_seen = options.prune;
+        self.db.backfill_start(walk_name(kind), keeps_seen).await?;
         tally.walked = Walked::Fresh;
-        Ok(Checkpoint::default())
+        Ok(Checkpoint {
+            keeps_seen,
+            ..Checkpoint::default()
+        })
     }
 
     /// Ends a complete walk: its checkpoint and seen ids are forgotten. A dry run's are kept until the run ends
@@ -65,12 +82,14 @@ impl Backfill {
         self.db.backfill_finish(walk_name(kind)).await
     }
 
-    /// Writes one page and moves the walk's cursor past it (a dry run classifies it and records its ids as
-    /// seen); for the walks that write a page at a time (organizations, memberships).
+    /// Writes one page (recording its ids as seen when `keeps_seen`) and, in the same transaction, moves the
+    /// walk's cursor to `checkpoint`; a dry run classifies the page and records its ids as seen. For the walks
+    /// that write a page at a time.
     pub(super) async fn apply_page(
         &self,
         kind: Kind,
         changes: Vec<Change>,
+        keeps_seen: bool,
         checkpoint: Option<&Checkpoint>,
         options: Options,
         tally: &mut Tally,
@@ -81,12 +100,13 @@ impl Backfill {
             let seen: Vec<&str> = changes.iter().filter_map(Change::clerk_id).collect();
             return self.db.backfill_page(dry_run_name(kind), &seen, None).await;
         }
-        let (changes, outcomes) = write_page(self.db.clone(), walk_name(kind), changes, self.store_payload).await?;
-        self.account(kind, &changes, outcomes, tally).await?;
-        if let Some(checkpoint) = checkpoint {
-            self.db.backfill_save_cursor(walk_name(kind), checkpoint).await?;
-        }
-        Ok(())
+        let page = Page {
+            walk: walk_name(kind),
+            keeps_seen,
+            checkpoint: checkpoint.cloned(),
+        };
+        let (changes, outcomes) = write_page(self.db.clone(), page, changes, self.store_payload).await?;
+        self.account(kind, &changes, outcomes, tally).await
     }
 
     /// Counts a written page's outcomes and drops the cache entries of the records it changed.
@@ -145,29 +165,39 @@ impl Backfill {
     }
 }
 
-/// Writes one page of walk `name` and records its ids as seen, in one transaction. A page the database refuses
-/// is applied one record at a time, so one refused record does not stop the walk.
-pub(super) async fn write_page(
-    db: Arc<Db>,
-    name: &'static str,
-    mut changes: Vec<Change>,
-    store_payload: bool,
-) -> PageResult {
+/// Where a page goes: its walk, whether the walk records the ids it sees, and the checkpoint to move the walk's
+/// cursor to in the page's own transaction (a walk writing one page at a time).
+pub(super) struct Page {
+    pub walk: &'static str,
+    pub keeps_seen: bool,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Writes one page (its ids as seen, its checkpoint) in one transaction. A page the database refuses is applied
+/// one record at a time, so one refused record does not stop the walk.
+pub(super) async fn write_page(db: Arc<Db>, page: Page, mut changes: Vec<Change>, store_payload: bool) -> PageResult {
     changes.iter_mut().for_each(|c| c.prepare(store_payload));
-    match db.backfill_apply_page(name, &changes).await {
+    let checkpoint = page.checkpoint.as_ref();
+    match db
+        .backfill_apply_page(page.walk, page.keeps_seen, &changes, checkpoint)
+        .await
+    {
         Ok(outcomes) => {
             let outcomes = outcomes.into_iter().map(Ok).collect();
             Ok((changes, outcomes))
         }
         Err(e) if e.is_unavailable() => Err(e),
         Err(e) => {
-            tracing::warn!(error = %e, walk = name, "backfill page failed; applying its records one by one");
+            tracing::warn!(error = %e, walk = page.walk, "backfill page failed; applying its records one by one");
             let mut each = Vec::with_capacity(changes.len());
             for change in &changes {
                 each.push(db.apply(std::slice::from_ref(change)).await.map(|mut o| o.remove(0)));
             }
-            let seen: Vec<&str> = changes.iter().filter_map(Change::clerk_id).collect();
-            db.backfill_page(name, &seen, None).await?;
+            let seen: Vec<&str> = match page.keeps_seen {
+                true => changes.iter().filter_map(Change::clerk_id).collect(),
+                false => Vec::new(),
+            };
+            db.backfill_page(page.walk, &seen, checkpoint).await?;
             Ok((changes, each))
         }
     }

@@ -115,7 +115,7 @@ impl Run {
                 .filter_map(|walk| WALKS.into_iter().find(|k| walk_name(*k) == walk))
                 .collect(),
             _ => {
-                db.backfill_start(&name).await?;
+                db.backfill_start(&name, false).await?;
                 Vec::new()
             }
         };
@@ -128,6 +128,7 @@ impl Run {
         let checkpoint = crate::store::backfill::Checkpoint {
             cursor: Some(self.done.iter().map(|k| walk_name(*k)).collect::<Vec<_>>().join(",")),
             scanned: self.done.len() as i64,
+            keeps_seen: false,
         };
         backfill.db.backfill_save_cursor(name, &checkpoint).await
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use tokio::task::JoinHandle;
 
 use super::cursor::{trail_text, UserPages};
-use super::page::{write_page, PageResult};
+use super::page::{write_page, Page, PageResult};
 use super::{walk_name, Backfill, BackfillError, Options, Progress, Tally};
 use crate::clerk::ClerkUser;
 use crate::store::backfill::Checkpoint;
@@ -45,8 +45,10 @@ impl Backfill {
         };
         // Up to `pages_in_flight` pages are written at once (Postgres; SQLite has one writer), each in its own
         // transaction with the ids it holds; the cursor advances in page order, only past pages whose
-        // transaction committed, so a resumed run never skips a page (it may rewrite a few: harmless).
+        // transaction committed, so a resumed run never skips a page (it may rewrite a few: harmless). One page
+        // at a time moves the cursor in the page's own transaction.
         let pages_in_flight = if matches!(*self.db, Db::Postgres(_)) { 3 } else { 1 };
+        let cursor_with_page = pages_in_flight == 1;
         let apply = async {
             let mut writing: VecDeque<(Checkpoint, JoinHandle<PageResult>)> = VecDeque::new();
             let mut more = true;
@@ -82,15 +84,15 @@ impl Backfill {
                     checkpoint.cursor = Some(trail);
                     checkpoint.scanned += changes.len() as i64;
                     if options.dry_run {
-                        self.apply_page(USERS, changes, None, options, tally).await?;
+                        self.apply_page(USERS, changes, true, None, options, tally).await?;
                         progress.page(USERS, tally);
                     } else {
-                        let task = tokio::spawn(write_page(
-                            self.db.clone(),
-                            walk_name(USERS),
-                            changes,
-                            self.store_payload,
-                        ));
+                        let page = Page {
+                            walk: walk_name(USERS),
+                            keeps_seen: checkpoint.keeps_seen,
+                            checkpoint: cursor_with_page.then(|| checkpoint.clone()),
+                        };
+                        let task = tokio::spawn(write_page(self.db.clone(), page, changes, self.store_payload));
                         writing.push_back((checkpoint.clone(), task));
                     }
                 }
@@ -100,7 +102,9 @@ impl Backfill {
                 let (changes, outcomes) = task.await.map_err(|_| StoreError::Closed)??;
                 tally.scanned += changes.len() as u64;
                 self.account(USERS, &changes, outcomes, tally).await?;
-                self.db.backfill_save_cursor(walk_name(USERS), &written_up_to).await?;
+                if !cursor_with_page {
+                    self.db.backfill_save_cursor(walk_name(USERS), &written_up_to).await?;
+                }
                 progress.page(USERS, tally);
             }
             failed.map_or(Ok(()), Err)

@@ -15,6 +15,9 @@ pub struct Checkpoint {
     pub cursor: Option<String>,
     /// Records read from Clerk so far (for an offset walk, also where it continues).
     pub scanned: i64,
+    /// Whether the walk records the ids it has seen: only one that may prune needs them (see
+    /// [`Db::backfill_start`]).
+    pub keeps_seen: bool,
 }
 
 /// What the database holds for one id, as far as a backfill's dry run needs it.
@@ -54,25 +57,31 @@ macro_rules! insert_seen {
 impl Db {
     /// The checkpoint of backfill `name`, if a run of it has not finished.
     pub async fn backfill_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
-        let row: Option<(Option<String>, i64)> = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT cursor, scanned FROM clerk_sync_backfill WHERE name = $1")
+        let row: Option<(Option<String>, i64, bool)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT cursor, scanned, keeps_seen FROM clerk_sync_backfill WHERE name = $1")
                 .bind(name)
                 .fetch_optional(pool)
                 .await?
         });
-        Ok(row.map(|(cursor, scanned)| Checkpoint { cursor, scanned }))
+        Ok(row.map(|(cursor, scanned, keeps_seen)| Checkpoint {
+            cursor,
+            scanned,
+            keeps_seen,
+        }))
     }
 
     /// Starts backfill `name` afresh: no cursor, nothing seen, started now (the database's clock, in the format of
-    /// the rows' `created_at`: `--prune` compares the two).
-    pub async fn backfill_start(&self, name: &str) -> Result<(), StoreError> {
+    /// the rows' `created_at`: `--prune` compares the two). With `keeps_seen` its pages record the ids they hold,
+    /// which `--prune` needs; without, they skip that write (one index entry per record).
+    pub async fn backfill_start(&self, name: &str, keeps_seen: bool) -> Result<(), StoreError> {
         let now = match self {
             Db::Postgres(_) => "now()",
             Db::Sqlite(_) => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
         };
         let start = format!(
-            "INSERT INTO clerk_sync_backfill (name, cursor, scanned, started_at) VALUES ($1, NULL, 0, {now}) \
-             ON CONFLICT (name) DO UPDATE SET cursor = NULL, scanned = 0, started_at = {now}"
+            "INSERT INTO clerk_sync_backfill (name, cursor, scanned, started_at, keeps_seen) \
+             VALUES ($1, NULL, 0, {now}, $2) \
+             ON CONFLICT (name) DO UPDATE SET cursor = NULL, scanned = 0, started_at = {now}, keeps_seen = $2"
         );
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -80,34 +89,53 @@ impl Db {
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(&start).bind(name).execute(&mut *tx).await?;
+            sqlx::query(&start)
+                .bind(name)
+                .bind(keeps_seen)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
         Ok(())
     }
 
-    /// Applies one page of backfill `name` and records the ids it held as seen, in one transaction. The cursor
-    /// moves separately ([`Db::backfill_save_cursor`]), in page order, once every earlier page committed.
+    /// Applies one page of backfill `name` in one transaction, with the ids it holds when `keeps_seen`, and with
+    /// `cursor` the checkpoint after it (a walk writing one page at a time). A walk writing several at once moves
+    /// its cursor separately ([`Db::backfill_save_cursor`]), in page order, once every earlier page committed.
     pub async fn backfill_apply_page(
         &self,
         name: &str,
+        keeps_seen: bool,
         batch: &[super::Change],
+        cursor: Option<&Checkpoint>,
     ) -> Result<Vec<super::Outcome>, StoreError> {
-        let seen: Vec<&str> = batch.iter().filter_map(super::Change::clerk_id).collect();
-        let ids = serde_json::to_string(&seen).unwrap_or_else(|_| "[]".into());
+        let ids = keeps_seen.then(|| {
+            let seen: Vec<&str> = batch.iter().filter_map(super::Change::clerk_id).collect();
+            serde_json::to_string(&seen).unwrap_or_else(|_| "[]".into())
+        });
         let outcomes = match self {
             Db::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
                 let (outcomes, seq) = s.apply_in(&mut tx, batch).await?;
-                insert_seen!(tx, SEEN_POSTGRES, name, &ids);
+                if let Some(ids) = &ids {
+                    insert_seen!(tx, SEEN_POSTGRES, name, ids);
+                }
+                if let Some(c) = cursor {
+                    save_cursor!(tx, name, c.cursor.as_deref(), c.scanned);
+                }
                 tx.commit().await?;
                 s.notify(seq);
                 outcomes
             }
             Db::Sqlite(s) => {
                 let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
-                let outcomes = s.apply_in(&mut tx, batch).await?;
-                insert_seen!(tx, SEEN_SQLITE, name, &ids);
+                let outcomes = s.backfill_in(&mut tx, batch).await?;
+                if let Some(ids) = &ids {
+                    insert_seen!(tx, SEEN_SQLITE, name, ids);
+                }
+                if let Some(c) = cursor {
+                    save_cursor!(tx, name, c.cursor.as_deref(), c.scanned);
+                }
                 tx.commit().await?;
                 outcomes
             }
@@ -116,13 +144,27 @@ impl Db {
     }
 
     /// Moves the cursor of backfill `name`.
+    ///
+    /// On Postgres without waiting for the commit to reach the disk: the pages the cursor moves past committed
+    /// (and were flushed) before this transaction began, and the log replays in order, so a crash can only lose
+    /// the move, never keep it without its pages; a resumed run then rewrites a page or two, which is harmless.
     pub async fn backfill_save_cursor(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let (cursor, scanned) = (checkpoint.cursor.as_deref(), checkpoint.scanned);
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            save_cursor!(tx, name, cursor, scanned);
-            tx.commit().await?;
-        });
+        match self {
+            Db::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+                save_cursor!(tx, name, cursor, scanned);
+                tx.commit().await?;
+            }
+            Db::Sqlite(s) => {
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+                save_cursor!(tx, name, cursor, scanned);
+                tx.commit().await?;
+            }
+        }
         Ok(())
     }
 

@@ -112,6 +112,46 @@ both_backends!(a_failing_clerk_stops_the_run_and_it_resumes, |backend| async mov
     assert_eq!(restarted.users.scanned, 1200);
 });
 
+both_backends!(only_a_walk_that_may_prune_keeps_the_ids_it_saw, |backend| async move {
+    let env = [("CLERK_SYNC_CLERK__RETRY_BUDGET_MS", "500")];
+    let app = spawn_app_with_clerk(backend, &env).await;
+    let gone = ClerkUser::new(now_ms() - 7_200_000);
+    app.expect_outcome(&gone.created(), &svix_id(), "applied").await;
+    let all = users(1200);
+    let seen = "SELECT count(*) FROM clerk_sync_backfill_seen";
+
+    // A run without --prune fails after its first page: it wrote the page but no seen ids.
+    let list = mount(&app, &all, (1..=1000).collect(), 500).await;
+    assert!(app.backfill(Options::default()).await.is_err());
+    assert_eq!(app.db.count_all_users().await, 501, "the first page and the one user");
+    assert_eq!(app.db.int(seen).await, 0, "a walk that does not prune records no ids");
+    list.heal();
+
+    // --prune cannot continue that walk (it would take the first page's users for absent): it walks again.
+    let summary = run(&app, PRUNE).await;
+    assert!(!summary.users.resumed(), "{summary:?}");
+    assert_eq!(summary.users.scanned, 1200, "{summary:?}");
+    assert_eq!(
+        (summary.users.created, summary.users.unchanged),
+        (700, 500),
+        "{summary:?}"
+    );
+    assert_eq!(summary.users.pruned, 1, "only the user Clerk lacks: {summary:?}");
+    assert!(app.db.user(&gone.id).await.expect("row").deleted_at.is_some());
+    assert!(app.db.user(&all[0].id).await.expect("row").deleted_at.is_none());
+    assert_eq!(app.db.int(seen).await, 0, "a complete walk forgets its ids");
+
+    // A --prune run interrupted keeps its ids, and a run without --prune continues it, still keeping them.
+    list.fail_after_next();
+    assert!(app.backfill(PRUNE).await.is_err());
+    assert_eq!(app.db.int(seen).await, 500);
+    list.heal();
+    let summary = run(&app, Options::default()).await;
+    assert!(summary.users.resumed(), "{summary:?}");
+    assert_eq!(summary.users.scanned, 1200, "{summary:?}");
+    assert_eq!(app.db.int(seen).await, 0, "complete: forgotten");
+});
+
 both_backends!(prune_tombstones_only_after_a_whole_read, |backend| async move {
     let env = [("CLERK_SYNC_CLERK__RETRY_BUDGET_MS", "500")];
     let app = spawn_app_with_clerk(backend, &env).await;

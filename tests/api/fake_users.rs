@@ -56,6 +56,12 @@ impl FakeList {
         self.failing.lock().expect("lock").clear();
     }
 
+    /// Clerk answers the next list request, then fails every one after it until healed.
+    pub fn fail_after_next(&self) {
+        let next = self.served.load(Ordering::SeqCst);
+        *self.failing.lock().expect("lock") = (next + 1..=next + 1000).collect();
+    }
+
     /// Deletes `id` from Clerk once list request `n` (0-based) has been answered.
     pub fn delete_after_request(&self, n: usize, id: &str) {
         self.delete_after.lock().expect("lock").push((n, id.to_owned()));

@@ -18,6 +18,7 @@ mod availability;
 mod backfill;
 mod backfill_b2c;
 mod backfill_organizations;
+mod backfill_pages;
 mod backfill_walk;
 mod concurrency;
 mod contract;

@@ -1,6 +1,7 @@
 //! The SQLite backend (the embedded default: one file beside the daemon).
 
 mod adopt;
+mod page;
 mod read;
 mod tombstones;
 mod write;
@@ -97,6 +98,22 @@ impl SqliteStore {
         batch: &[Change],
     ) -> Result<Vec<Outcome>, sqlx::Error> {
         apply_all(&mut SqliteTx(tx), batch, self.feed).await
+    }
+
+    /// Applies a backfill page inside the open (IMMEDIATE) transaction `tx`: a plain page of users bound as
+    /// parameters (`page.rs`), any other the general way.
+    pub(super) async fn backfill_in(
+        &self,
+        tx: &mut SqliteConnection,
+        batch: &[Change],
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        // A backfill's pages touch a random-keyed index (the `id` primary key) all over: a larger page cache on
+        // its connections keeps that index in memory instead of reading a page of it from the file per user.
+        sqlx::query("PRAGMA cache_size = -65536").execute(&mut *tx).await?;
+        match page::apply(tx, batch, self.feed).await? {
+            Some(outcomes) => Ok(outcomes),
+            None => self.apply_in(tx, batch).await,
+        }
     }
 
     /// Takes back prune run `run` (see `store::sql::lift`): one transaction, on the feed like any write.

@@ -157,7 +157,7 @@ struct Upsert {
 const PLAIN_GUARD: &str = "json('false'), NULL";
 
 /// What the guard reads of an incoming row.
-struct Key<'a> {
+pub(super) struct Key<'a> {
     id: &'a str,
     updated_at: i64,
     embedded: bool,
@@ -165,7 +165,7 @@ struct Key<'a> {
 }
 
 impl<'a> Key<'a> {
-    fn plain(id: &'a str, updated_at: i64) -> Self {
+    pub(super) fn plain(id: &'a str, updated_at: i64) -> Self {
         Key {
             id,
             updated_at,
@@ -176,14 +176,14 @@ impl<'a> Key<'a> {
 }
 
 /// A stored row as the guard reads it: `clerk_updated_at`, deleted, `embedded`, `members_count`.
-type Stored = (Option<i64>, bool, bool, Option<i64>);
+pub(super) type Stored = (Option<i64>, bool, bool, Option<i64>);
 
 /// The same with the clerk id first, as the state query returns it.
 type StoredRow = (String, Option<i64>, bool, bool, Option<i64>);
 
 /// Whether the guard lets `new` over `stored`: the SQL's `guard!`, and for organizations `organization_wins!`
 /// or `organization_count_only!` (a user or membership is never `embedded`, so only a newer one writes).
-fn writes(stored: &Stored, new: &Key) -> bool {
+pub(super) fn writes(stored: &Stored, new: &Key) -> bool {
     let (at, deleted, embedded, count) = *stored;
     let Some(at) = at else { return !deleted };
     let equal = at == new.updated_at;
