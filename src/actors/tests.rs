@@ -71,6 +71,33 @@ async fn start(dir: &std::path::Path) -> (Actors, Arc<Db>) {
     (actors, db)
 }
 
+type Answer = tokio::sync::oneshot::Receiver<Result<Outcome, WriteError>>;
+
+/// Sends `user`'s `n`th webhook (created first, then updated, each newer) to its shard without waiting: the order of
+/// these calls is the order the shard receives them.
+fn queue(actors: &Actors, user: &str, n: i64, svix_id: &str) -> Answer {
+    let kind = if n == 0 {
+        sample::SampleType::Created
+    } else {
+        sample::SampleType::Updated
+    };
+    let mut body = sample::event(kind, user);
+    body["data"]["updated_at"] = serde_json::json!(1_700_000_000_000_i64 + n);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job::Webhook {
+        event: Box::new(verified_body(svix_id, body)),
+        reply: tx.into(),
+    };
+    actors
+        .shard(user)
+        .send_message(ShardMsg::Run {
+            clerk_id: user.into(),
+            job,
+        })
+        .expect("shard running");
+    rx
+}
+
 #[tokio::test]
 async fn a_users_actor_exists_only_while_it_has_work() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -109,27 +136,7 @@ async fn one_users_jobs_run_one_at_a_time_in_arrival_order() {
     // older one stale, or two could both insert.
     let mut answers = Vec::new();
     for i in 0..20 {
-        let kind = if i == 0 {
-            sample::SampleType::Created
-        } else {
-            sample::SampleType::Updated
-        };
-        let mut body = sample::event(kind, user);
-        body["data"]["updated_at"] = serde_json::json!(1_700_000_000_000_i64 + i);
-        let event = verified_body(&format!("msg_serial_{i}"), body);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = Job::Webhook {
-            event: Box::new(event),
-            reply: tx.into(),
-        };
-        actors
-            .shard(user)
-            .send_message(ShardMsg::Run {
-                clerk_id: user.into(),
-                job,
-            })
-            .expect("shard running");
-        answers.push(rx);
+        answers.push(queue(&actors, user, i, &format!("msg_serial_{i}")));
     }
     let mut outcomes = Vec::new();
     for rx in answers {
@@ -203,24 +210,7 @@ async fn a_burst_over_many_users_is_answered_in_order_and_every_actor_retires() 
     for n in 0..10_i64 {
         for u in 0..40 {
             let user = format!("user_burst{u}");
-            let kind = if n == 0 {
-                sample::SampleType::Created
-            } else {
-                sample::SampleType::Updated
-            };
-            let mut body = sample::event(kind, &user);
-            body["data"]["updated_at"] = serde_json::json!(1_700_000_000_000_i64 + n);
-            let event = verified_body(&format!("msg_burst_{u}_{n}"), body);
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let job = Job::Webhook {
-                event: Box::new(event),
-                reply: tx.into(),
-            };
-            actors
-                .shard(&user)
-                .send_message(ShardMsg::Run { clerk_id: user, job })
-                .expect("shard running");
-            answers.push((n, rx));
+            answers.push((n, queue(&actors, &user, n, &format!("msg_burst_{u}_{n}"))));
             // Let some actors finish and ask to retire between sends.
             if u % 7 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;

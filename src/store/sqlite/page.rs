@@ -129,18 +129,9 @@ async fn upsert(tx: &mut SqliteConnection, rows: &[&(&UserData, Source)]) -> Res
                             created_via, updated_via, clerk_updated_at, created_at, updated_at)
          SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, column10,
                 column11, column12, column13, column14, column15, column15, column16, {now}, {now}
-         FROM (VALUES {rows_sql}) WHERE true
-         ON CONFLICT (clerk_id) DO UPDATE SET
-             email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
-             name = excluded.name, username = excluded.username, image_url = excluded.image_url,
-             phone_number = excluded.phone_number, external_id = excluded.external_id,
-             public_metadata = excluded.public_metadata, banned = excluded.banned,
-             last_sign_in_at = excluded.last_sign_in_at, clerk_created_at = excluded.clerk_created_at,
-             data = excluded.data, updated_via = excluded.updated_via, clerk_updated_at = excluded.clerk_updated_at,
-             updated_at = {now}
-         WHERE users.deleted_at IS NULL AND (users.clerk_updated_at IS NULL OR
-                                             users.clerk_updated_at < excluded.clerk_updated_at)",
-        now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+         FROM (VALUES {rows_sql}) WHERE true {on_conflict}",
+        now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        on_conflict = super::write::users_on_conflict!()
     );
     let mut query = sqlx::query(&sql);
     for (u, via) in rows {

@@ -75,6 +75,27 @@ macro_rules! membership_live {
     };
 }
 
+/// The users upsert's conflict clause: every synced column, under the ordering guard. Shared with a backfill
+/// page's statement (`page.rs`), which brings its rows as parameters instead.
+macro_rules! users_on_conflict {
+    () => {
+        concat!(
+            "
+     ON CONFLICT (clerk_id) DO UPDATE SET
+         email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
+         name = excluded.name, username = excluded.username, image_url = excluded.image_url,
+         phone_number = excluded.phone_number, external_id = excluded.external_id,
+         public_metadata = excluded.public_metadata, banned = excluded.banned,
+         last_sign_in_at = excluded.last_sign_in_at, clerk_created_at = excluded.clerk_created_at,
+         data = excluded.data, updated_via = excluded.updated_via, clerk_updated_at = excluded.clerk_updated_at,
+         updated_at = ",
+            $crate::store::sqlite::write::now!(),
+            $crate::store::sqlite::write::guard!("users")
+        )
+    };
+}
+pub(super) use {guard, now, users_on_conflict};
+
 const UPSERT_USERS: &str = concat!(
     rows!(),
     "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url, phone_number,
@@ -93,17 +114,7 @@ const UPSERT_USERS: &str = concat!(
      FROM j
      WHERE ",
     record_live!(),
-    "
-     ON CONFLICT (clerk_id) DO UPDATE SET
-         email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
-         name = excluded.name, username = excluded.username, image_url = excluded.image_url,
-         phone_number = excluded.phone_number, external_id = excluded.external_id,
-         public_metadata = excluded.public_metadata, banned = excluded.banned,
-         last_sign_in_at = excluded.last_sign_in_at, clerk_created_at = excluded.clerk_created_at,
-         data = excluded.data, updated_via = excluded.updated_via, clerk_updated_at = excluded.clerk_updated_at,
-         updated_at = ",
-    now!(),
-    guard!("users")
+    users_on_conflict!()
 );
 
 /// The guard and the `SET` are the backend-independent ones of `store::sql`; [`writes`] predicts them.
