@@ -88,6 +88,12 @@ fn queue(actors: &Actors, user: &str, n: i64, svix_id: &str) -> Answer {
         event: Box::new(verified_body(svix_id, body)),
         reply: tx.into(),
     };
+    send(actors, user, job);
+    rx
+}
+
+/// Hands `job` to `user`'s shard without waiting for it.
+fn send(actors: &Actors, user: &str, job: Job) {
     actors
         .shard(user)
         .send_message(ShardMsg::Run {
@@ -95,7 +101,6 @@ fn queue(actors: &Actors, user: &str, n: i64, svix_id: &str) -> Answer {
             job,
         })
         .expect("shard running");
-    rx
 }
 
 #[tokio::test]
@@ -167,15 +172,7 @@ async fn a_panic_in_one_users_job_fails_that_actor_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (actors, _db) = start(dir.path()).await;
     let user = "user_panics1";
-    let send = |job: Job| {
-        actors
-            .shard(user)
-            .send_message(ShardMsg::Run {
-                clerk_id: user.into(),
-                job,
-            })
-            .expect("shard running");
-    };
+    let send = |job: Job| send(&actors, user, job);
     // A webhook queued behind the panicking job loses its answer (its caller answers 503; Clerk retries).
     send(Job::Panic);
     let (tx, queued) = tokio::sync::oneshot::channel();
