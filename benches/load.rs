@@ -71,16 +71,6 @@ fn line(name: &str, ok: bool, figures: String) -> String {
     }
 }
 
-async fn ingest(url: &str, prefix: &str, n: usize, extra: &[(&str, String)]) -> client::Run {
-    let daemon = Daemon::start(url, extra).await;
-    let (_, warm) = events(&format!("{prefix}w"), 2_000);
-    drive(daemon.port, warm, CONNECTIONS, LIMIT).await;
-    let (_, requests) = events(prefix, n);
-    let run = drive(daemon.port, requests, CONNECTIONS, LIMIT).await;
-    daemon.stop();
-    run
-}
-
 async fn sqlite(out: &mut Vec<String>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());

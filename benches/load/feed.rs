@@ -13,34 +13,50 @@ use tokio::net::TcpStream;
 use crate::client::{exchange, Raw};
 use crate::daemon::{now_ms, user_created, Daemon, PgDatabase, TOKEN};
 
-/// Webhook ingest per second on a fresh Postgres database, with the feed on or off.
-async fn ingest_rate(feed: bool, prefix: &str, n: usize) -> Option<f64> {
+/// One feed-on or feed-off run: events per second, and µs of CPU per event of the daemon and of PostgreSQL.
+struct Rate {
+    per_sec: f64,
+    daemon_us: f64,
+    pg_us: f64,
+}
+
+/// Webhook ingest on a fresh Postgres database, with the feed on or off; `None` when a request failed.
+async fn ingest_rate(feed: bool, prefix: &str) -> Option<Rate> {
     let db = PgDatabase::create().await;
-    let run = crate::ingest(
-        &db.url(),
-        prefix,
-        n,
-        &[("CLERK_SYNC_CHANGES__ENABLED", feed.to_string())],
-    )
-    .await;
-    let ok = crate::check(prefix, &run);
+    let extra = [("CLERK_SYNC_CHANGES__ENABLED", feed.to_string())];
+    let m = crate::pg::measured(&db.url(), Some(&db.name), prefix, &extra).await;
+    let ok = crate::check(prefix, &m.run);
     db.drop_now().await;
-    ok.then(|| run.per_sec())
+    let events = m.run.latencies.len().max(1) as f64;
+    ok.then(|| Rate {
+        per_sec: m.run.per_sec(),
+        daemon_us: m.daemon_cpu.unwrap_or(f64::NAN) * 1e6 / events,
+        pg_us: m.pg_cpu.unwrap_or(f64::NAN) * 1e6 / events,
+    })
 }
 
 pub async fn feed(out: &mut Vec<String>) {
     // Alternating off / on three times, so drift of the shared machine falls on both sides alike.
-    let n = 30_000;
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        off.push(ingest_rate(false, &format!("foff{round}"), n).await);
-        on.push(ingest_rate(true, &format!("fon{round}"), n).await);
+        off.push(ingest_rate(false, &format!("foff{round}")).await);
+        on.push(ingest_rate(true, &format!("fon{round}")).await);
     }
-    let mean = |v: &[Option<f64>]| v.iter().copied().sum::<Option<f64>>().map(|s| s / v.len() as f64);
-    match (mean(&off), mean(&on)) {
-        (Some(off), Some(on)) => out.push(format!(
-            "feed_ingest_ratio {:.2} (target >= 0.90: the feed costs under 10%; Postgres webhooks with the feed on {on:.0} ev/s, off {off:.0} ev/s)",
-            on / off
+    let mean = |v: &[Option<Rate>], f: fn(&Rate) -> f64| {
+        v.iter()
+            .map(|r| r.as_ref().map(f))
+            .sum::<Option<f64>>()
+            .map(|s| s / v.len() as f64)
+    };
+    let rates = (mean(&off, |r| r.per_sec), mean(&on, |r| r.per_sec));
+    match rates {
+        (Some(off_rate), Some(on_rate)) => out.push(format!(
+            "feed_ingest_ratio {:.2} (target >= 0.90: the feed costs under 10%; Postgres webhooks with the feed on {on_rate:.0} ev/s, off {off_rate:.0} ev/s; CPU per event on / off: daemon {:.0} / {:.0} µs, Postgres {:.0} / {:.0} µs)",
+            on_rate / off_rate,
+            mean(&on, |r| r.daemon_us).unwrap_or(f64::NAN),
+            mean(&off, |r| r.daemon_us).unwrap_or(f64::NAN),
+            mean(&on, |r| r.pg_us).unwrap_or(f64::NAN),
+            mean(&off, |r| r.pg_us).unwrap_or(f64::NAN),
         )),
         // A run with failed requests measured nothing (check() printed them and failed the benchmark).
         _ => out.push("feed_ingest_ratio FAILED: some requests failed (see above); no ratio".into()),

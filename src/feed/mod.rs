@@ -31,21 +31,13 @@ const BATCHES_KEPT: usize = 16;
 
 /// What readers of the feed share: the horizon this replica has seen — every change up to it is committed and
 /// none can still appear below it — so readers that stop there never skip one committed later.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FeedHandle {
     head: watch::Receiver<i64>,
-    batches: broadcast::Receiver<Arc<Batch>>,
+    /// Weak, so the follower's receivers are the open streams alone (it reads the full changes only for them),
+    /// and the channel closes when the follower stops.
+    batches: broadcast::WeakSender<Arc<Batch>>,
     nudge: Arc<Notify>,
-}
-
-impl Clone for FeedHandle {
-    fn clone(&self) -> Self {
-        FeedHandle {
-            head: self.head.clone(),
-            batches: self.batches.resubscribe(),
-            nudge: self.nudge.clone(),
-        }
-    }
 }
 
 impl FeedHandle {
@@ -54,9 +46,13 @@ impl FeedHandle {
         self.head.clone()
     }
 
-    /// The batches the follower reads from now on, in seq order, each starting where the previous one ended.
+    /// The batches the follower reads from now on, in seq order, each starting where the previous one ended
+    /// (closed at once when the follower has stopped).
     pub fn batches(&self) -> broadcast::Receiver<Arc<Batch>> {
-        self.batches.resubscribe()
+        match self.batches.upgrade() {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// The horizon: read changes up to this seq, no further.
@@ -111,7 +107,8 @@ pub fn follow(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (FeedHandle, JoinHandle<()>) {
     let (tx, rx) = watch::channel(0);
-    let (batches, batches_rx) = broadcast::channel(BATCHES_KEPT);
+    let (batches, _) = broadcast::channel(BATCHES_KEPT);
+    let weak = batches.downgrade();
     let nudge = Arc::new(Notify::new());
     let woken = nudge.clone();
     let task = tokio::spawn(async move {
@@ -127,7 +124,7 @@ pub fn follow(
     });
     let handle = FeedHandle {
         head: rx,
-        batches: batches_rx,
+        batches: weak,
         nudge,
     };
     (handle, task)
@@ -167,6 +164,21 @@ async fn run(db: Arc<Db>, actors: Actors, poll: Duration, out: Out) {
             }
         };
         while cursor < last {
+            // With no stream open, only which records changed matters (the cache); a stream opened meanwhile
+            // sees the batch it missed as a gap and reads it from the database.
+            if batches.receiver_count() == 0 {
+                match db.changed_ids_after(cursor, PAGE, last).await {
+                    Ok((ids, end)) => {
+                        actors.invalidate(ids);
+                        cursor = end;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed: cannot read changes");
+                        break;
+                    }
+                }
+            }
             let page = match db.changes_after(cursor, PAGE, last).await {
                 Ok(page) => page,
                 Err(e) => {

@@ -89,6 +89,35 @@ impl Db {
         })
     }
 
+    /// The ids of up to `limit` changes after `after` and at most `upto`, and the seq read to: the last one's
+    /// when the page is full, else `upto`. What the follower reads when no stream needs the changes themselves.
+    pub async fn changed_ids_after(&self, after: i64, limit: i64, upto: i64) -> Result<(Vec<String>, i64), StoreError> {
+        let sql = "SELECT seq, clerk_id FROM clerk_sync_changes WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2";
+        let rows: Vec<(i64, String)> = match self {
+            Db::Postgres(s) => {
+                sqlx::query_as(sql)
+                    .bind(after)
+                    .bind(limit)
+                    .bind(upto)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+            Db::Sqlite(s) => {
+                sqlx::query_as(sql)
+                    .bind(after)
+                    .bind(limit)
+                    .bind(upto)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+        };
+        let end = match rows.last() {
+            Some((seq, _)) if rows.len() as i64 == limit => *seq,
+            _ => upto,
+        };
+        Ok((rows.into_iter().map(|(_, id)| id).collect(), end))
+    }
+
     /// The horizon and the pruned-through mark. On Postgres this takes the feed lock exclusively for an
     /// instant: it waits for the batches that hold a seq to commit, and batches starting meanwhile wait for it.
     /// SQLite has one writer, whose uncommitted rows no reader sees and whose seqs come after every committed
@@ -96,15 +125,14 @@ impl Db {
     pub async fn feed_head(&self) -> Result<FeedHead, StoreError> {
         match self {
             Db::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
+                // One statement (migration `20261209000001_feed_head.sql`): the lock is held for the read alone.
                 let (a, b) = super::postgres::FEED_LOCK;
-                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                    .bind(a)
-                    .bind(b)
-                    .execute(&mut *tx)
-                    .await?;
-                let (last, pruned_through) = sqlx::query_as(HEAD_POSTGRES).fetch_one(&mut *tx).await?;
-                tx.commit().await?;
+                let (last, pruned_through) =
+                    sqlx::query_as("SELECT last, pruned_through FROM clerk_sync_feed_head($1, $2)")
+                        .bind(a)
+                        .bind(b)
+                        .fetch_one(s.pool())
+                        .await?;
                 Ok(FeedHead { last, pruned_through })
             }
             Db::Sqlite(_) => self.feed_latest().await,

@@ -325,7 +325,7 @@ const RLS_OBJECTS: &str = "SELECT (SELECT count(*) FROM pg_policies WHERE schema
      + (SELECT count(*) FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relrowsecurity) \
      + (SELECT count(*) FROM pg_proc \
         WHERE pronamespace = current_schema()::regnamespace AND proname LIKE 'clerk\\_sync\\_%' \
-          AND proname <> 'clerk_sync_apply_users')";
+          AND proname NOT IN ('clerk_sync_apply_users', 'clerk_sync_feed_head'))";
 
 /// Every privilege on the synced tables held by a role other than `anon` and `authenticated`.
 const OTHERS: &str = "SELECT c.relname || ' ' || a.grantee::regrole::text || ' ' || a.privilege_type \

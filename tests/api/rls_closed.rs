@@ -128,15 +128,20 @@ async fn anon_holds_nothing_and_authenticated_only_reads_the_synced_tables() {
         1,
         "nothing was removed"
     );
-    // Nor may they call the daemon's batch function (an RPC through the Data API).
-    for role in ["anon", "authenticated"] {
-        let may = app
-            .db
-            .int(&format!(
-                "SELECT count(*) FROM pg_proc p WHERE p.proname = 'clerk_sync_apply_users' \
-                 AND has_function_privilege('{role}', p.oid, 'EXECUTE')"
-            ))
-            .await;
-        assert_eq!(may, 0, "{role} may execute clerk_sync_apply_users");
+    // Nor may they call the daemon's functions (an RPC through the Data API): the batch writes users, the
+    // feed's head takes a lock every writer waits behind.
+    for function in ["clerk_sync_apply_users", "clerk_sync_feed_head"] {
+        let exists = format!("SELECT count(*) FROM pg_proc WHERE proname = '{function}'");
+        assert_eq!(app.db.int(&exists).await, 1, "{function} exists");
+        for role in ["anon", "authenticated"] {
+            let may = app
+                .db
+                .int(&format!(
+                    "SELECT count(*) FROM pg_proc p WHERE p.proname = '{function}' \
+                     AND has_function_privilege('{role}', p.oid, 'EXECUTE')"
+                ))
+                .await;
+            assert_eq!(may, 0, "{role} may execute {function}");
+        }
     }
 }
