@@ -31,6 +31,7 @@ mod feed_capacity;
 mod forward;
 mod forward_safety;
 mod hostile;
+mod ordered_ids;
 mod organizations;
 mod organizations_cascade;
 mod pin;

@@ -10,8 +10,10 @@ use sqlx::SqlitePool;
 use crate::store::StoreError;
 
 mod identity;
+mod ids;
 
 pub(super) use identity::{adopt_identity, existing_tables};
+pub(super) use ids::order_ids;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -158,16 +160,13 @@ fn drop_not_null(create: &str, column: &str) -> Option<String> {
     })
 }
 
-/// Gives `column` a random UUID default, so rows the daemon inserts get an id like the app's own.
+/// Gives `column` a UUID default (time-ordered, see `ids.rs`), so rows the daemon inserts get an id like the app's
+/// own.
 fn add_uuid_default(create: &str, column: &str) -> Option<String> {
     edit_column(create, column, |definition| {
-        Some(format!("{} DEFAULT ({UUID_V4})", definition.trim_end()))
+        Some(format!("{} DEFAULT ({})", definition.trim_end(), ids::UUID_V7))
     })
 }
-
-/// A random version-4 UUID in SQLite SQL (the same expression as the migration's `users.id` default).
-const UUID_V4: &str = "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) \
-     || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))";
 
 /// Rewrites one column definition of a `CREATE TABLE` statement with `edit`; `None` if the column is not found
 /// or `edit` declines.

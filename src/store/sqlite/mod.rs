@@ -73,6 +73,7 @@ impl SqliteStore {
         MIGRATOR.run(&self.pool).await?;
         // Again: a table the first migration just created lacks the profile's columns.
         adopt::adopt_identity(&self.pool, &preexisting).await?;
+        adopt::order_ids(&self.pool).await?;
         Ok(())
     }
 
