@@ -16,7 +16,9 @@ const OLD_DEFAULT: &str = "lower(hex(randomblob(4)) || '-' || hex(randomblob(2))
 fn v7_millis(id: &str) -> Option<i64> {
     let parts: Vec<&str> = id.split('-').collect();
     let shape = parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12];
-    let hex = id.chars().all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c));
+    let hex = id
+        .chars()
+        .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c));
     let version = parts.get(2).is_some_and(|p| p.starts_with('7'));
     let variant = parts.get(3).is_some_and(|p| p.starts_with(['8', '9', 'a', 'b']));
     (shape && hex && version && variant)
@@ -48,7 +50,10 @@ async fn new_rows_get_time_ordered_ids() {
     let (a, b) = (id_of(&app.db, &first).await, id_of(&app.db, &second).await);
     for id in [&a, &b] {
         let at = v7_millis(id).unwrap_or_else(|| panic!("{id} is not a version-7 UUID"));
-        assert!((before - 1_000..=after + 1_000).contains(&at), "{id}: {at} not in {before}..{after}");
+        assert!(
+            (before - 1_000..=after + 1_000).contains(&at),
+            "{id}: {at} not in {before}..{after}"
+        );
     }
     assert!(a < b, "the later row's id sorts after the earlier one's: {a} {b}");
 }
@@ -67,7 +72,11 @@ async fn a_table_with_the_old_random_default_gets_the_ordered_one_and_keeps_its_
     assert_eq!(old.as_bytes().get(14), Some(&b'4'), "made with the old default: {old}");
 
     let app = spawn_app_on(database, &[]).await;
-    assert_eq!(id_of(&app.db, "user_2aOldDefault0000000000001").await, old, "stored ids do not change");
+    assert_eq!(
+        id_of(&app.db, "user_2aOldDefault0000000000001").await,
+        old,
+        "stored ids do not change"
+    );
     let new = id_of(&app.db, &create_user(&app).await).await;
     assert!(v7_millis(&new).is_some(), "{new} is not a version-7 UUID");
 }
@@ -85,5 +94,8 @@ async fn an_applications_own_id_default_is_left_alone() {
 
     let app = spawn_app_on(database, &[]).await;
     let id = id_of(&app.db, &create_user(&app).await).await;
-    assert!(id.starts_with("app_") && id.len() == 20, "the application's default made it: {id}");
+    assert!(
+        id.starts_with("app_") && id.len() == 20,
+        "the application's default made it: {id}"
+    );
 }

@@ -4,6 +4,7 @@ mod adopt;
 mod page;
 mod read;
 mod tombstones;
+mod users;
 mod write;
 
 use std::collections::{HashMap, HashSet};

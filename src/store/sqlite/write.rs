@@ -96,27 +96,6 @@ macro_rules! users_on_conflict {
 }
 pub(super) use {guard, now, users_on_conflict};
 
-const UPSERT_USERS: &str = concat!(
-    rows!(),
-    "INSERT INTO users (clerk_id, email, first_name, last_name, name, username, image_url, phone_number,
-                        external_id, public_metadata, banned, last_sign_in_at, clerk_created_at, data,
-                        created_via, updated_via, clerk_updated_at, created_at, updated_at)
-     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
-            j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10, ",
-    ts!(11),
-    ", ",
-    ts!(12),
-    ", j.value ->> 13, j.value ->> 14, j.value ->> 14, j.value ->> 15, ",
-    now!(),
-    ", ",
-    now!(),
-    "
-     FROM j
-     WHERE ",
-    record_live!(),
-    users_on_conflict!()
-);
-
 /// The guard and the `SET` are the backend-independent ones of `store::sql`; [`writes`] predicts them.
 const UPSERT_ORGANIZATIONS: &str = concat!(
     rows!(),
@@ -168,11 +147,10 @@ const UPSERT_MEMBERSHIPS: &str = concat!(
     guard!("organization_memberships")
 );
 
-/// One table's upsert: the statement, its tombstone check (refused rows are read with it), and what else its guard
-/// reads of the stored row, as JSON: `embedded` and `members_count` (organizations only).
-struct Upsert {
+/// What predicting one table's upsert reads: its tombstone check (refused rows are read with it), and what else its
+/// guard reads of the stored row, as JSON: `embedded` and `members_count` (organizations only).
+struct Guard {
     table: &'static str,
-    sql: &'static str,
     live: &'static str,
     guard_columns: &'static str,
 }
@@ -217,20 +195,34 @@ pub(super) fn writes(stored: &Stored, new: &Key) -> bool {
             || (equal && new.embedded && new.members_count.is_some_and(|n| count != Some(n))))
 }
 
-/// Runs `upsert` over `json`, whose rows start with the clerk id; `keys` are what its guard reads of each row.
+/// Runs `sql` over `json`, whose rows start with the clerk id; `keys` are what its guard reads of each row.
 /// Returns the ids written, `true` for the created ones.
 async fn upsert(
     tx: &mut SqliteConnection,
-    upsert: Upsert,
+    guard: Guard,
+    sql: &'static str,
     json: String,
     keys: Vec<Key<'_>>,
 ) -> Result<HashMap<String, bool>, sqlx::Error> {
-    let Upsert {
+    let expected = predict(tx, &guard, &json, keys).await?;
+    let done = sqlx::query(sql).bind(&json).execute(&mut *tx).await?;
+    check(guard.table, done.rows_affected(), expected.len())?;
+    Ok(expected)
+}
+
+/// Which rows of `json` (rows that start with the clerk id and hold what `guard.live` reads) the upsert will write,
+/// from the stored rows' state: the ids, `true` for the ones it creates.
+async fn predict(
+    tx: &mut SqliteConnection,
+    guard: &Guard,
+    json: &str,
+    keys: Vec<Key<'_>>,
+) -> Result<HashMap<String, bool>, sqlx::Error> {
+    let Guard {
         table,
-        sql,
         live,
         guard_columns,
-    } = upsert;
+    } = guard;
     // Every part is one of this module's constants, never input.
     let state: (String, String) = sqlx::query_as(&format!(
         "{rows}SELECT (SELECT json_group_array(json_array(r.clerk_id, r.clerk_updated_at, \
@@ -239,7 +231,7 @@ async fn upsert(
                 (SELECT json_group_array(j.value ->> 0) FROM j WHERE NOT ({live}))",
         rows = rows!()
     ))
-    .bind(&json)
+    .bind(json)
     .fetch_one(&mut *tx)
     .await?;
     let stored: HashMap<String, Stored> = decode::<Vec<StoredRow>>(&state.0)?
@@ -247,7 +239,7 @@ async fn upsert(
         .map(|(id, at, deleted, embedded, count)| (id, (at, deleted, embedded, count)))
         .collect();
     let refused: HashSet<String> = decode(&state.1)?;
-    let expected: HashMap<String, bool> = keys
+    Ok(keys
         .into_iter()
         .filter(|key| !refused.contains(key.id))
         .filter_map(|key| match stored.get(key.id) {
@@ -255,56 +247,41 @@ async fn upsert(
             Some(row) if writes(row, &key) => Some((key.id.to_owned(), false)),
             Some(_) => None,
         })
-        .collect();
-    let done = sqlx::query(sql).bind(&json).execute(&mut *tx).await?;
-    if done.rows_affected() != expected.len() as u64 {
-        // Cannot happen with one writer; if it does, fail the batch rather than report wrong outcomes.
-        return Err(sqlx::Error::Protocol(format!(
-            "{table} upsert wrote {} rows where {} were expected",
-            done.rows_affected(),
-            expected.len()
-        )));
-    }
-    Ok(expected)
+        .collect())
 }
 
+/// Fails the batch when an upsert wrote other than the rows predicted. Cannot happen with one writer; if it does,
+/// failing beats reporting wrong outcomes.
+pub(super) fn check(table: &str, written: u64, expected: usize) -> Result<(), sqlx::Error> {
+    if written == expected as u64 {
+        return Ok(());
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "{table} upsert wrote {written} rows where {expected} were expected"
+    )))
+}
+
+/// Users go through the bound statement of `users.rs`; the prediction reads only their ids (and the JSON of the
+/// ids is all SQLite parses here).
 pub(super) async fn users(
     tx: &mut SqliteConnection,
     rows: &[NewUser<'_>],
 ) -> Result<HashMap<String, bool>, sqlx::Error> {
-    let json = json_rows(rows.iter().map(|r| {
-        let u = r.row;
-        // A tuple of references serializes as a JSON array without copying the payload.
-        (
-            &u.clerk_id,
-            &u.email,
-            &u.first_name,
-            &u.last_name,
-            u.name(),
-            &u.username,
-            &u.image_url,
-            &u.phone_number,
-            &u.external_id,
-            &u.public_metadata,
-            u.banned,
-            u.last_sign_in_at_ms,
-            u.clerk_created_at_ms,
-            &u.data,
-            r.via.as_str(),
-            u.clerk_updated_at,
-        )
-    }));
+    let ids = json_rows(rows.iter().map(|r| [&r.row.clerk_id]));
     let keys = rows
         .iter()
         .map(|r| Key::plain(&r.row.clerk_id, r.row.clerk_updated_at))
         .collect();
-    let statement = Upsert {
+    let guard = Guard {
         table: "users",
-        sql: UPSERT_USERS,
         live: record_live!(),
         guard_columns: PLAIN_GUARD,
     };
-    upsert(tx, statement, json, keys).await
+    let expected = predict(tx, &guard, &ids, keys).await?;
+    let bound: Vec<(&crate::store::UserData, crate::store::Source)> = rows.iter().map(|r| (r.row, r.via)).collect();
+    let written = super::users::upsert(tx, &bound).await?;
+    check("users", written, expected.len())?;
+    Ok(expected)
 }
 
 pub(super) async fn organizations(
@@ -336,13 +313,12 @@ pub(super) async fn organizations(
             members_count: r.row.members_count,
         })
         .collect();
-    let statement = Upsert {
+    let guard = Guard {
         table: "organizations",
-        sql: UPSERT_ORGANIZATIONS,
         live: record_live!(),
         guard_columns: "json(CASE WHEN r.embedded THEN 'true' ELSE 'false' END), r.members_count",
     };
-    upsert(tx, statement, json, keys).await
+    upsert(tx, guard, UPSERT_ORGANIZATIONS, json, keys).await
 }
 
 pub(super) async fn memberships(
@@ -366,11 +342,10 @@ pub(super) async fn memberships(
         .iter()
         .map(|r| Key::plain(&r.row.clerk_id, r.row.clerk_updated_at))
         .collect();
-    let statement = Upsert {
+    let guard = Guard {
         table: "organization_memberships",
-        sql: UPSERT_MEMBERSHIPS,
         live: membership_live!(),
         guard_columns: PLAIN_GUARD,
     };
-    upsert(tx, statement, json, keys).await
+    upsert(tx, guard, UPSERT_MEMBERSHIPS, json, keys).await
 }
