@@ -59,13 +59,27 @@ impl Refusals {
             *last = Some(Instant::now());
         }
         let count = self.bad_signature.swap(0, Ordering::Relaxed);
-        match db.add_refusals(BAD_SIGNATURE, count).await {
-            Ok(()) => Ok(count),
-            Err(e) => {
-                self.bad_signature.fetch_add(count, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        // Given back unless the write succeeds: when it fails, and when the write is dropped half-way (the upkeep
+        // is aborted at shutdown, possibly mid-write, right before the shutdown's own forced write).
+        let taken = Taken {
+            counter: &self.bad_signature,
+            count,
+        };
+        db.add_refusals(BAD_SIGNATURE, count).await?;
+        std::mem::forget(taken);
+        Ok(count)
+    }
+}
+
+/// Counts taken from a counter for a write, added back when dropped.
+struct Taken<'a> {
+    counter: &'a AtomicU64,
+    count: u64,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_add(self.count, Ordering::Relaxed);
     }
 }
 

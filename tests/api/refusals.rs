@@ -108,6 +108,43 @@ both_backends!(refusals_are_written_at_most_once_a_minute, |backend| async move 
     rows.close().await;
 });
 
+both_backends!(a_write_dropped_half_way_keeps_its_counts, |backend| async move {
+    // The upkeep's write can be aborted mid-way at shutdown, right before the shutdown's own forced write.
+    use sqlx::Connection;
+    let database = TestDatabase::create(backend).await;
+    let db = connect(&database).await;
+    let refusals = Refusals::new();
+    for _ in 0..4 {
+        refusals.bad_signature();
+    }
+    // Another session holds the table, so the write waits on it until dropped.
+    let holder: Box<dyn std::any::Any> = match backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(database.url()).await.expect("connect");
+            sqlx::raw_sql("BEGIN; LOCK TABLE clerk_sync_refusals IN EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            Box::new(conn)
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(database.url()).await.expect("connect");
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut conn).await.expect("lock");
+            Box::new(conn)
+        }
+    };
+    let dropped = tokio::time::timeout(Duration::from_millis(300), refusals.write(&db, true)).await;
+    assert!(dropped.is_err(), "the write waited on the lock: {dropped:?}");
+    drop(holder);
+    assert_eq!(
+        refusals.write(&db, true).await.expect("write"),
+        4,
+        "the counts were kept"
+    );
+    assert_eq!(refused_within_an_hour(&db).await, 4);
+    db.close().await;
+});
+
 both_backends!(the_daemon_counts_refused_signatures, |backend| async move {
     let mut app = spawn_app(backend).await;
     let body = ClerkUser::new(now_ms()).created();
