@@ -91,17 +91,28 @@ async fn rewrite_schema(
             )
         })?;
     }
+    write_schema(tx, &[("users", edited)]).await?;
+    tracing::warn!(nullable = ?nullable, id_default, "adjusted the users table: Clerk users may lack these columns");
+    Ok(())
+}
+
+/// Replaces the `CREATE TABLE` statements of `tables` (name, new statement) in the open transaction `tx`, by
+/// SQLite's documented procedure for changes that leave the stored data as it is: edit the schema table, then bump
+/// `schema_version` so every connection reads the schema again.
+async fn write_schema(tx: &mut sqlx::SqliteConnection, tables: &[(&str, String)]) -> Result<(), StoreError> {
     let version: i64 = sqlx::query_scalar("PRAGMA schema_version").fetch_one(&mut *tx).await?;
     sqlx::query("PRAGMA writable_schema = ON").execute(&mut *tx).await?;
-    sqlx::query("UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = 'users'")
-        .bind(&edited)
-        .execute(&mut *tx)
-        .await?;
+    for (table, sql) in tables {
+        sqlx::query("UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = ?2")
+            .bind(sql)
+            .bind(table)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(&format!("PRAGMA schema_version = {}", version + 1))
         .execute(&mut *tx)
         .await?;
     sqlx::query("PRAGMA writable_schema = OFF").execute(&mut *tx).await?;
-    tracing::warn!(nullable = ?nullable, id_default, "adjusted the users table: Clerk users may lack these columns");
     Ok(())
 }
 

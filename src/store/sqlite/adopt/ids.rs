@@ -15,7 +15,7 @@
 
 use sqlx::SqlitePool;
 
-use super::{edit_column, strip_comments};
+use super::{edit_column, strip_comments, write_schema};
 use crate::store::StoreError;
 
 /// A random version-4 UUID in SQLite SQL: the migrations' `id` default, which this step replaces.
@@ -68,19 +68,7 @@ pub(in crate::store::sqlite) async fn order_ids(pool: &SqlitePool) -> Result<(),
     if edits.is_empty() {
         return Ok(());
     }
-    let version: i64 = sqlx::query_scalar("PRAGMA schema_version").fetch_one(&mut *tx).await?;
-    sqlx::query("PRAGMA writable_schema = ON").execute(&mut *tx).await?;
-    for (table, edited) in &edits {
-        sqlx::query("UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = ?2")
-            .bind(edited)
-            .bind(table)
-            .execute(&mut *tx)
-            .await?;
-    }
-    sqlx::query(&format!("PRAGMA schema_version = {}", version + 1))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("PRAGMA writable_schema = OFF").execute(&mut *tx).await?;
+    write_schema(&mut tx, &edits).await?;
     tx.commit().await?;
     let tables: Vec<&str> = edits.iter().map(|(t, _)| *t).collect();
     tracing::info!(tables = ?tables, "new rows get time-ordered ids (version-7 UUIDs)");
