@@ -133,8 +133,15 @@ both_backends!(a_write_dropped_half_way_keeps_its_counts, |backend| async move {
             Box::new(conn)
         }
     };
-    let dropped = tokio::time::timeout(Duration::from_millis(300), refusals.write(&db, true)).await;
-    assert!(dropped.is_err(), "the write waited on the lock: {dropped:?}");
+    let first = tokio::time::timeout(Duration::from_millis(300), refusals.write(&db, true)).await;
+    match (backend, first) {
+        // Dropped while it waited on the lock: the case this test is for. Postgres always waits.
+        (_, Err(_elapsed)) => {}
+        // SQLite may refuse at once instead of waiting (a deferred write meeting another writer in WAL mode):
+        // then the failed write kept the counts, which must hold too.
+        (Backend::Sqlite, Ok(Err(_))) => {}
+        (_, other) => panic!("the write should have waited on the lock: {other:?}"),
+    }
     drop(holder);
     assert_eq!(
         refusals.write(&db, true).await.expect("write"),
