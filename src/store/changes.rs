@@ -66,51 +66,43 @@ const PRUNE_SQLITE: &str = "DELETE FROM clerk_sync_changes WHERE seq < coalesce(
           WHERE at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds') ORDER BY seq LIMIT 1), \
          (SELECT max(seq) + 1 FROM clerk_sync_changes)) RETURNING seq";
 
-impl Db {
-    /// Up to `limit` changes after `after` and at most `upto` (a horizon from [`Db::feed_head`]), in seq order.
-    pub async fn changes_after(&self, after: i64, limit: i64, upto: i64) -> Result<Vec<FeedChange>, StoreError> {
-        Ok(match self {
+/// The rows of a page of the feed, `(after, upto]` in seq order, at most `limit`: `$postgres` or `$sqlite` (the same
+/// parameters, `$1` after, `$2` limit, `$3` upto).
+macro_rules! page {
+    ($db:expr, $postgres:expr, $sqlite:expr, $after:expr, $limit:expr, $upto:expr) => {
+        match $db {
             Db::Postgres(s) => {
-                sqlx::query_as(PAGE_POSTGRES)
-                    .bind(after)
-                    .bind(limit)
-                    .bind(upto)
+                sqlx::query_as($postgres)
+                    .bind($after)
+                    .bind($limit)
+                    .bind($upto)
                     .fetch_all(s.pool())
                     .await?
             }
             Db::Sqlite(s) => {
-                sqlx::query_as(PAGE_SQLITE)
-                    .bind(after)
-                    .bind(limit)
-                    .bind(upto)
+                sqlx::query_as($sqlite)
+                    .bind($after)
+                    .bind($limit)
+                    .bind($upto)
                     .fetch_all(s.pool())
                     .await?
             }
-        })
+        }
+    };
+}
+
+impl Db {
+    /// Up to `limit` changes after `after` and at most `upto` (a horizon from [`Db::feed_head`]), in seq order.
+    pub async fn changes_after(&self, after: i64, limit: i64, upto: i64) -> Result<Vec<FeedChange>, StoreError> {
+        Ok(page!(self, PAGE_POSTGRES, PAGE_SQLITE, after, limit, upto))
     }
 
     /// The ids of up to `limit` changes after `after` and at most `upto`, and the seq read to: the last one's
     /// when the page is full, else `upto`. What the follower reads when no stream needs the changes themselves.
     pub async fn changed_ids_after(&self, after: i64, limit: i64, upto: i64) -> Result<(Vec<String>, i64), StoreError> {
-        let sql = "SELECT seq, clerk_id FROM clerk_sync_changes WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2";
-        let rows: Vec<(i64, String)> = match self {
-            Db::Postgres(s) => {
-                sqlx::query_as(sql)
-                    .bind(after)
-                    .bind(limit)
-                    .bind(upto)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-            Db::Sqlite(s) => {
-                sqlx::query_as(sql)
-                    .bind(after)
-                    .bind(limit)
-                    .bind(upto)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-        };
+        const IDS: &str =
+            "SELECT seq, clerk_id FROM clerk_sync_changes WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2";
+        let rows: Vec<(i64, String)> = page!(self, IDS, IDS, after, limit, upto);
         let end = match rows.last() {
             Some((seq, _)) if rows.len() as i64 == limit => *seq,
             _ => upto,
