@@ -9,13 +9,15 @@
 //! The statement's text depends on its number of rows, and sqlx prepares each text once per connection: rows are
 //! padded with NULLs to the next power of two, so a handful of statements serve every batch size.
 
+use std::sync::OnceLock;
+
 use sqlx::sqlite::SqliteConnection;
 
 use super::write::users_on_conflict;
 use crate::store::sql::not_tombstoned;
 use crate::store::{Source, UserData};
 
-/// Most rows in one statement: 16 parameters each, far below SQLite's limit of 32,766.
+/// Most rows in one statement (a power of two): 16 parameters each, far below SQLite's limit of 32,766.
 pub(super) const MAX_ROWS: usize = 512;
 
 /// `(…), (…)` for `n` rows, each written by `row` (given the row's index). Parameters are anonymous (`?`), bound in
@@ -30,9 +32,16 @@ pub(super) fn values(n: usize, row: impl Fn(&mut String, usize)) -> String {
     sql
 }
 
-/// The statement for `n` rows (a power of two): padding rows have a NULL clerk id and are skipped. A tombstoned
-/// user is never written (the caller's prediction counts on it, as the JSON path's `record_live!`).
-fn statement(n: usize) -> String {
+/// The statement for `n` rows (a power of two up to [`MAX_ROWS`]), built once per size: every batch asks for one.
+fn statement(n: usize) -> &'static str {
+    const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+    static STATEMENTS: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
+    STATEMENTS[n.trailing_zeros() as usize].get_or_init(|| build(n))
+}
+
+/// The statement for `n` rows: padding rows have a NULL clerk id and are skipped. A tombstoned user is never
+/// written (the caller's prediction counts on it, as the JSON path's `record_live!`).
+fn build(n: usize) -> String {
     const TS: &str = "'%Y-%m-%dT%H:%M:%fZ'";
     let row = format!(
         "?, ?, ?, ?, ?, ?, ?, ?, ?, json(?), ?, strftime({TS}, ? / 1000.0, 'unixepoch'), \
@@ -57,8 +66,7 @@ pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[(&UserData, Source
     let mut written = 0;
     for chunk in rows.chunks(MAX_ROWS) {
         let n = chunk.len().next_power_of_two();
-        let sql = statement(n);
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(statement(n));
         for (u, via) in chunk {
             query = query
                 .bind(u.clerk_id.as_str())
@@ -86,4 +94,20 @@ pub(super) async fn upsert(tx: &mut SqliteConnection, rows: &[(&UserData, Source
         written += query.execute(&mut *tx).await?.rows_affected();
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_size_has_its_own_statement_with_that_many_rows() {
+        let mut n = 1;
+        while n <= MAX_ROWS {
+            let sql = statement(n);
+            assert_eq!(sql.matches('?').count(), 16 * n, "{n} rows");
+            assert!(std::ptr::eq(sql, statement(n)), "built once");
+            n *= 2;
+        }
+    }
 }
